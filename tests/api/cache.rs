@@ -286,10 +286,13 @@ async fn cache_disabled_bypasses_reads_but_still_invalidates() {
     let id = rec["id"].as_i64().expect("id");
     on.get_data(id).await;
     assert_eq!(x_cache(&on.get_data(id).await), "HIT");
+    let bypass = "aside_cache_lookups_total{outcome=\"bypass\"}";
+    let before = off.metric(bypass).await;
     for _ in 0..2 {
         assert_eq!(x_cache(&off.get_data(id).await), "BYPASS");
         assert_eq!(x_cache(&off.list_data("").await), "BYPASS");
     }
+    assert_eq!(off.metric(bypass).await - before, 4.0, "one bypass lookup per GET");
     assert_eq!(off.get_json("/ready").await["checks"]["cache"], "disabled");
     // A write through the switched-off replica still invalidates the shared cache.
     off.put_data(id, &json!({"value": "v2"})).await;
