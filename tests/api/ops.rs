@@ -9,7 +9,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Proxy, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
+    Proxy, TestApp, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
     spawn_embedded_app, test_config, via_proxy,
 };
 
@@ -24,13 +24,18 @@ async fn health_is_200_and_ready_reports_its_checks() {
     assert_eq!(v, json!({"status": "ready", "checks": {"database": "ok", "cache": "ok"}}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_restart() {
-    // Arrange: the app reaches Postgres through a proxy we can cut.
+/// An app whose Postgres connections go through a proxy the test can cut or silence.
+async fn spawn_app_behind_postgres_proxy() -> (TestApp, Proxy) {
     let mut config = test_config().await;
     let proxy = Proxy::start(socket_of(&config.database_url)).await;
     config.database_url = via_proxy(&config.database_url, proxy.port);
-    let app = crate::helpers::start(config).await;
+    (crate::helpers::start(config).await, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_restart() {
+    // Arrange: the app reaches Postgres through a proxy we can cut.
+    let (app, proxy) = spawn_app_behind_postgres_proxy().await;
     let rec = app.create("pg-down", json!(1)).await;
     let id = rec["id"].as_i64().expect("id");
     app.get_data(id).await; // cached now
@@ -63,10 +68,7 @@ async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_postgres_is_a_503_within_5_seconds() {
-    let mut config = test_config().await;
-    let proxy = Proxy::start(socket_of(&config.database_url)).await;
-    config.database_url = via_proxy(&config.database_url, proxy.port);
-    let app = crate::helpers::start(config).await;
+    let (app, proxy) = spawn_app_behind_postgres_proxy().await;
     app.create("warm", json!(1)).await; // a pooled connection exists and will go silent
     proxy.blackhole();
     let t = Instant::now();
