@@ -1,1 +1,31 @@
+//! aside: a cache-aside JSON data API (see DESIGN.md for the architecture and ../shared/api-contract.md
+//! for the HTTP contract). This file is the table of contents.
 
+/// `/data` operations: the cache-aside read path and the invalidating write path.
+pub mod api;
+/// Bearer-token check for writes (constant-time) and the OpenAPI security scheme.
+pub mod auth;
+/// Write guard middleware: auth before body, body size limit, JSON exactness checks.
+pub mod body;
+/// Read-through cache: generation tokens, single-flight, pending invalidations, Redis or in-process store.
+pub mod cache;
+/// The command line: serve, migrate, healthcheck, help.
+pub mod cli;
+/// Configuration from the environment, validated at start-up.
+pub mod config;
+/// SeaORM connection, the `records` entity and the five queries.
+pub mod db;
+/// RFC 9457 problem+json: the only error body the service sends.
+pub mod error;
+/// `/health` and `/ready`.
+pub mod health;
+/// OpenTelemetry meter, Prometheus exporter, `/metrics`.
+pub mod metrics;
+/// Migrations (run by `aside migrate` and at start-up, under an advisory lock on Postgres).
+pub mod migration;
+/// Request and response bodies, key and value rules.
+pub mod model;
+/// Builds the app (routes, middleware) and runs it with the graceful drain.
+pub mod startup;
+/// Logging, request ids, the access log and HTTP metrics middleware.
+pub mod telemetry;

@@ -1,0 +1,423 @@
+//! The read-through cache (contract: "The cache"), with the generation-token scheme of
+//! ../shared/cache-design.md. The argument for why it never serves data older than an acknowledged
+//! write is in DESIGN.md ("Cache correctness"); in short:
+//!
+//! - Every cached entry is stamped with the random 128-bit token that was current when its reader
+//!   looked the token up *before* reading the database. A lookup is a HIT only when the entry's stamp
+//!   equals the current token.
+//! - A write commits, then replaces the tokens of everything it could have changed, then answers. Old
+//!   entries become unreachable at once; tokens never repeat, so eviction only causes misses.
+//! - A fill is a compare-and-set: it lands only if the token is still the one read before the database
+//!   read (the slow-miss race), and concurrent misses share one database read per (entry, token).
+//! - A write that cannot reach the cache leaves its invalidation pending; this process applies pending
+//!   invalidations before it reads the cache again, and retries them in the background.
+
+mod memory;
+mod redis;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::{config::Config, error::ApiError, metrics::Metrics};
+
+/// How a GET was answered; sent as `X-Cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheOutcome {
+    /// The `X-Cache` header value.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Bypass => "BYPASS",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// What a cache entry holds besides its token: the exact response bytes and their ETag.
+#[derive(Clone, Debug)]
+pub struct Cached {
+    pub etag: String,
+    pub body: Bytes,
+}
+
+impl Cached {
+    /// Wraps serialized response bytes, computing their ETag once (hits reuse the stored one).
+    pub fn new(body: Vec<u8>) -> Self {
+        let digest = Sha256::digest(&body);
+        let mut etag = String::with_capacity(34);
+        etag.push('"');
+        for b in &digest[..16] {
+            etag.push_str(&format!("{b:02x}"));
+        }
+        etag.push('"');
+        Self { etag, body: Bytes::from(body) }
+    }
+}
+
+/// What a GET reads: one record, or one list page (optionally filtered by key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKey {
+    Record(i64),
+    Page { after: i64, limit: u64, key: Option<String> },
+}
+
+/// A generation token: 32 hex characters of OS randomness. Never a counter (cache-design trap 2).
+pub type Token = Bytes;
+
+const TOKEN_LEN: usize = 32;
+
+fn new_token() -> Token {
+    let mut raw = [0u8; 16];
+    // getrandom only fails when the OS has no entropy source at all; a UUIDv4 is the fallback.
+    if getrandom::fill(&mut raw).is_err() {
+        raw = *uuid::Uuid::new_v4().as_bytes();
+    }
+    let mut hex = BytesMut::with_capacity(TOKEN_LEN);
+    for b in raw {
+        hex.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    hex.freeze()
+}
+
+/// Why a cache command did not complete.
+#[derive(Debug)]
+pub(crate) struct CacheError(String);
+
+/// The two interchangeable stores behind the same token scheme.
+enum Backend {
+    Redis(redis::RedisStore),
+    Memory(memory::MemoryStore),
+}
+
+impl Backend {
+    async fn lookup(&self, tok_key: &str, entry_key: &str) -> Result<(Token, Option<Bytes>), CacheError> {
+        match self {
+            Self::Redis(s) => s.lookup(tok_key, entry_key, new_token).await,
+            Self::Memory(s) => Ok(s.lookup(tok_key, entry_key, new_token)),
+        }
+    }
+    async fn fill(&self, tok_key: &str, token: &Token, entry_key: &str, entry: Bytes) -> Result<bool, CacheError> {
+        match self {
+            Self::Redis(s) => s.fill(tok_key, token, entry_key, entry).await,
+            Self::Memory(s) => Ok(s.fill(tok_key, token, entry_key, entry)),
+        }
+    }
+    async fn replace_tokens(&self, tok_keys: &[String], dead_entries: &[String]) -> Result<(), CacheError> {
+        match self {
+            Self::Redis(s) => s.replace_tokens(tok_keys, dead_entries, new_token).await,
+            Self::Memory(s) => {
+                s.replace_tokens(tok_keys, dead_entries, new_token);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Invalidations a write could not deliver (contract: "A write that cannot reach Redis").
+/// Each addition is stamped with a sequence number so a flush clears only what it delivered.
+#[derive(Default)]
+struct Pending {
+    seq: u64,
+    records: HashMap<i64, u64>,
+    lists: Option<u64>,
+}
+
+type Flight = Arc<OnceCell<Result<Option<Cached>, ApiError>>>;
+
+/// The cache as the API sees it.
+pub struct Cache {
+    backend: Backend,
+    enabled: bool,
+    prefix: String,
+    metrics: Metrics,
+    pending: Mutex<Pending>,
+    has_pending: AtomicBool,
+    flights: Mutex<HashMap<(EntryKey, Token), Flight>>,
+    followers: AtomicUsize,
+    fill_hook: Option<crate::config::FillHook>,
+}
+
+impl Cache {
+    /// Connects to Redis (in the background: start-up never waits for it) or builds the in-process store.
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Arc<Self>, String> {
+        let backend = match &config.redis_url {
+            Some(url) => Backend::Redis(redis::RedisStore::connect(url, config.cache_ttl, config.cache_timeout)?),
+            None => Backend::Memory(memory::MemoryStore::new(config.cache_ttl)),
+        };
+        let cache = Arc::new(Self {
+            backend,
+            enabled: config.cache_enabled,
+            prefix: config.cache_prefix.clone(),
+            metrics,
+            pending: Mutex::default(),
+            has_pending: AtomicBool::new(false),
+            flights: Mutex::default(),
+            followers: AtomicUsize::new(0),
+            fill_hook: config.fill_hook.clone(),
+        });
+        // Deliver pending invalidations soon after Redis returns, not only on this replica's next read,
+        // so other replicas stop serving the old entry quickly too.
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(cache) = weak.upgrade() else { break };
+                if cache.has_pending.load(Ordering::Acquire) {
+                    let _ = cache.flush_pending().await;
+                }
+            }
+        });
+        Ok(cache)
+    }
+
+    /// `ok`, `degraded` (Redis unreachable) or `disabled` (`CACHE_ENABLED=false`), for `/ready`.
+    pub fn status(&self) -> &'static str {
+        if !self.enabled {
+            return "disabled";
+        }
+        match &self.backend {
+            Backend::Redis(s) if !s.is_connected() => "degraded",
+            _ => "ok",
+        }
+    }
+
+    /// How many requests are waiting on another request's database read right now (tests use this to
+    /// make the stampede deterministic).
+    #[doc(hidden)]
+    pub fn followers(&self) -> usize {
+        self.followers.load(Ordering::Acquire)
+    }
+
+    fn keys(&self, key: &EntryKey) -> (String, String) {
+        let p = &self.prefix;
+        // Hash tags keep a token and its entries in one Redis Cluster slot, as the fill script needs.
+        match key {
+            EntryKey::Record(id) => (format!("{p}{{rec:{id}}}:tok"), format!("{p}{{rec:{id}}}:body")),
+            EntryKey::Page { after, limit, key: None } => {
+                (self.list_token_key(), format!("{p}{{list}}:page:{after}:{limit}"))
+            }
+            EntryKey::Page { after, limit, key: Some(k) } => {
+                (self.list_token_key(), format!("{p}{{list}}:key:{after}:{limit}:{k}"))
+            }
+        }
+    }
+
+    fn list_token_key(&self) -> String {
+        format!("{}{{list}}:tok", self.prefix)
+    }
+
+    /// Answers a GET through the cache. `load` reads the database and returns the serialized response
+    /// (None = not found, never cached).
+    pub async fn read<F, Fut>(&self, key: EntryKey, load: F) -> Result<Option<(Cached, CacheOutcome)>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Cached>, ApiError>>,
+    {
+        if !self.enabled || (self.has_pending.load(Ordering::Acquire) && self.flush_pending().await.is_err()) {
+            return self.bypass(load).await;
+        }
+        let (tok_key, entry_key) = self.keys(&key);
+        let (token, entry) = match self.backend.lookup(&tok_key, &entry_key).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e.0, "cache lookup failed; reading the database");
+                self.metrics.cache_error();
+                return self.bypass(load).await;
+            }
+        };
+        if let Some(hit) = entry.and_then(|e| decode_entry(&e, &token)) {
+            self.metrics.cache_lookup(CacheOutcome::Hit.label());
+            return Ok(Some((hit, CacheOutcome::Hit)));
+        }
+        self.metrics.cache_lookup(CacheOutcome::Miss.label());
+        // Single-flight per (entry, token): a request only shares a read that began after it saw the
+        // same token, i.e. after every write acknowledged before it started (contract: read-your-writes).
+        let flight_key = (key, token.clone());
+        let (cell, leader) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(&flight_key) {
+                Some(cell) => (cell.clone(), false),
+                None => {
+                    let cell = Flight::default();
+                    flights.insert(flight_key.clone(), cell.clone());
+                    (cell, true)
+                }
+            }
+        };
+        if !leader {
+            self.followers.fetch_add(1, Ordering::AcqRel);
+        }
+        let result = cell
+            .get_or_init(|| async {
+                let loaded = load().await;
+                if let Ok(Some(fresh)) = &loaded {
+                    self.fill(&tok_key, &token, &entry_key, fresh).await;
+                }
+                loaded
+            })
+            .await
+            .clone();
+        if leader {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.get(&flight_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                flights.remove(&flight_key);
+            }
+        } else {
+            self.followers.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(result?.map(|c| (c, CacheOutcome::Miss)))
+    }
+
+    async fn bypass<F, Fut>(&self, load: F) -> Result<Option<(Cached, CacheOutcome)>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Cached>, ApiError>>,
+    {
+        self.metrics.cache_lookup(CacheOutcome::Bypass.label());
+        Ok(load().await?.map(|c| (c, CacheOutcome::Bypass)))
+    }
+
+    async fn fill(&self, tok_key: &str, token: &Token, entry_key: &str, fresh: &Cached) {
+        if let Some(hook) = &self.fill_hook {
+            hook(entry_key.to_owned()).await;
+        }
+        let mut entry = BytesMut::with_capacity(TOKEN_LEN + fresh.etag.len() + 1 + fresh.body.len());
+        entry.extend_from_slice(token);
+        entry.extend_from_slice(fresh.etag.as_bytes());
+        entry.extend_from_slice(b"\n");
+        entry.extend_from_slice(&fresh.body);
+        match self.backend.fill(tok_key, token, entry_key, entry.freeze()).await {
+            Ok(true) => {}
+            // A write replaced the token while we read the database: our bytes may be older than it.
+            Ok(false) => tracing::debug!(entry_key, "fill skipped: token changed during the miss"),
+            Err(e) => {
+                tracing::debug!(error = %e.0, "cache fill failed");
+                self.metrics.cache_error();
+            }
+        }
+    }
+
+    /// Invalidates everything a write to `record` (or a new record, when None) could have changed.
+    /// Never fails the write: an undeliverable invalidation is kept pending (see module docs).
+    pub async fn invalidate(&self, record: Option<i64>) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.seq += 1;
+            let seq = p.seq;
+            p.lists = Some(seq);
+            if let Some(id) = record {
+                p.records.insert(id, seq);
+            }
+            self.has_pending.store(true, Ordering::Release);
+        }
+        if let Err(e) = self.flush_pending().await {
+            tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: cache unreachable");
+        }
+    }
+
+    /// Delivers every pending invalidation in one round trip.
+    async fn flush_pending(&self) -> Result<(), CacheError> {
+        let (records, lists, seq) = {
+            let p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            (p.records.keys().copied().collect::<Vec<_>>(), p.lists.is_some(), p.seq)
+        };
+        let mut tok_keys = Vec::with_capacity(records.len() + 1);
+        let mut dead = Vec::with_capacity(records.len());
+        for id in &records {
+            let (t, e) = self.keys(&EntryKey::Record(*id));
+            tok_keys.push(t);
+            dead.push(e);
+        }
+        if lists {
+            tok_keys.push(self.list_token_key());
+        }
+        if tok_keys.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.backend.replace_tokens(&tok_keys, &dead).await {
+            self.metrics.cache_error();
+            return Err(e);
+        }
+        self.metrics.cache_invalidations(tok_keys.len() as u64);
+        // Clear only what this flush delivered: a write that added to `pending` meanwhile stays pending.
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.records.retain(|_, s| *s > seq);
+        if p.lists.is_some_and(|s| s <= seq) {
+            p.lists = None;
+        }
+        self.has_pending.store(p.lists.is_some() || !p.records.is_empty(), Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Returns the entry's payload when it was filled under `token`.
+fn decode_entry(entry: &Bytes, token: &[u8]) -> Option<Cached> {
+    if entry.len() <= TOKEN_LEN || &entry[..TOKEN_LEN] != token {
+        return None;
+    }
+    let rest = entry.slice(TOKEN_LEN..);
+    let nl = rest.iter().position(|b| *b == b'\n')?;
+    let etag = std::str::from_utf8(&rest[..nl]).ok()?.to_owned();
+    Some(Cached { etag, body: rest.slice(nl + 1..) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_hex_and_never_repeat() {
+        let a = new_token();
+        let b = new_token();
+        assert_eq!(a.len(), TOKEN_LEN);
+        assert!(a.iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn an_entry_matches_only_its_own_token() {
+        let t = new_token();
+        let c = Cached::new(b"{\"id\":1}".to_vec());
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(&t);
+        raw.extend_from_slice(c.etag.as_bytes());
+        raw.extend_from_slice(b"\n");
+        raw.extend_from_slice(&c.body);
+        let raw = raw.freeze();
+        let hit = decode_entry(&raw, &t).expect("same token hits");
+        assert_eq!((hit.etag, hit.body), (c.etag, c.body));
+        assert!(decode_entry(&raw, &new_token()).is_none());
+        assert!(decode_entry(&Bytes::from_static(b"short"), &t).is_none());
+    }
+
+    #[test]
+    fn etag_depends_only_on_the_bytes() {
+        assert_eq!(Cached::new(b"x".to_vec()).etag, Cached::new(b"x".to_vec()).etag);
+        assert_ne!(Cached::new(b"x".to_vec()).etag, Cached::new(b"y".to_vec()).etag);
+    }
+}

@@ -1,0 +1,147 @@
+//! The Redis store (fred). Every command has a deadline (`CACHE_TIMEOUT_MS`) and fails at once while
+//! the client knows it is disconnected, so a dead Redis costs a request milliseconds, not a hang
+//! (lib-notes 3.1-3.2: fred's commands would otherwise queue or hang). The pool reconnects on its own.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::{
+    prelude::*,
+    types::{Expiration, SetOptions, config::Options, scripts::Script},
+};
+
+use super::{CacheError, Token};
+
+/// Writes the entry only if the token is still the one the reader saw before its database read.
+const FILL_IF_TOKEN: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
+/// Tokens outlive entries a little; only memory depends on it, never correctness.
+pub(super) fn token_ttl(ttl: Duration) -> Duration {
+    ttl * 2 + Duration::from_secs(10)
+}
+
+impl From<fred::error::Error> for CacheError {
+    fn from(e: fred::error::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+pub(super) struct RedisStore {
+    pool: Pool,
+    ttl: Duration,
+    timeout: Duration,
+    fast: Options,
+    fill_script: Script,
+}
+
+impl RedisStore {
+    /// Builds the pool and starts connecting in the background; never waits for Redis.
+    pub(super) fn connect(url: &str, ttl: Duration, timeout: Duration) -> Result<Self, String> {
+        let mut cfg = Config::from_url(url).map_err(|e| format!("REDIS_URL: {}", e.details()))?;
+        // fail_fast=false keeps the client reconnecting instead of dying after a failed first connect.
+        cfg.fail_fast = false;
+        let pool = Builder::from_config(cfg)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_millis(500);
+                c.internal_command_timeout = Duration::from_millis(500);
+                c.max_command_attempts = 1;
+                // Notice a black-holed socket (no RST) and reconnect instead of waiting forever.
+                c.unresponsive.max_timeout = Some(Duration::from_secs(2));
+                c.unresponsive.interval = Duration::from_millis(500);
+                c.tcp.nodelay = Some(true);
+            })
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            // Retry forever, 100 ms doubling to 1 s: the cache is back within ~1 s of Redis (contract: 5 s).
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
+            .build_pool(2)
+            .map_err(|e| format!("REDIS_URL: {}", e.details()))?;
+        let _connection_task = pool.connect();
+        let fast = Options { fail_fast: true, timeout: Some(timeout), max_attempts: Some(1), ..Default::default() };
+        Ok(Self { pool, ttl, timeout, fast, fill_script: Script::from_lua(FILL_IF_TOKEN) })
+    }
+
+    pub(super) fn is_connected(&self) -> bool {
+        self.pool.is_connected()
+    }
+
+    /// Caps a command with the cache budget even if the client's own timeout does not fire.
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, CacheError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(CacheError("cache command timed out".into())),
+        }
+    }
+
+    /// One round trip for the token and the entry; a second (atomic `SET NX GET`) only when the token
+    /// is missing, so two readers racing to create it end up with the same one (cache-design trap 3).
+    pub(super) async fn lookup(
+        &self,
+        tok_key: &str,
+        entry_key: &str,
+        new_token: fn() -> Token,
+    ) -> Result<(Token, Option<Bytes>), CacheError> {
+        let client = self.pool.next().with_options(&self.fast);
+        let mut found: Vec<Option<Bytes>> = self.bounded(client.mget(vec![tok_key, entry_key])).await?;
+        let entry = found.pop().flatten();
+        if let Some(Some(token)) = found.pop() {
+            return Ok((token, entry));
+        }
+        let candidate = new_token();
+        let ttl = Expiration::EX(token_ttl(self.ttl).as_secs() as i64);
+        let previous: Option<Bytes> =
+            self.bounded(client.set(tok_key, candidate.clone(), Some(ttl), Some(SetOptions::NX), true)).await?;
+        // The entry read above predates this token, so it can never match it: a miss either way.
+        Ok((previous.unwrap_or(candidate), None))
+    }
+
+    /// The compare-and-set fill.
+    pub(super) async fn fill(
+        &self,
+        tok_key: &str,
+        token: &Token,
+        entry_key: &str,
+        entry: Bytes,
+    ) -> Result<bool, CacheError> {
+        let client = self.pool.next();
+        if !client.is_connected() {
+            return Err(CacheError("cache disconnected".into()));
+        }
+        let ttl_ms = self.ttl.as_millis() as i64;
+        let args: Vec<Value> = vec![token.clone().into(), entry.into(), ttl_ms.into()];
+        let done: i64 =
+            self.bounded(self.fill_script.evalsha_with_reload(client, vec![tok_key, entry_key], args)).await?;
+        Ok(done == 1)
+    }
+
+    /// Replaces tokens (and drops now-unreachable entries) in one pipelined round trip. Separate
+    /// commands, not MULTI: the keys live in different cluster slots and each SET is atomic alone.
+    pub(super) async fn replace_tokens(
+        &self,
+        tok_keys: &[String],
+        dead_entries: &[String],
+        new_token: fn() -> Token,
+    ) -> Result<(), CacheError> {
+        let client = self.pool.next();
+        if !client.is_connected() {
+            return Err(CacheError("cache disconnected".into()));
+        }
+        let ttl = token_ttl(self.ttl).as_secs() as i64;
+        let pipe = client.pipeline();
+        for k in tok_keys {
+            let () = pipe.set(k.as_str(), new_token(), Some(Expiration::EX(ttl)), None, false).await?;
+        }
+        for k in dead_entries {
+            let () = pipe.del(k.as_str()).await?;
+        }
+        let _: Vec<Value> = self.bounded(pipe.all()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! Configuration from the environment only (contract: "Configuration"). Every variable is parsed and
+//! validated here, once, at start-up; a bad value stops the process with one line naming it.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+/// Where records live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Postgres,
+    Sqlite,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A hook the tests use to pause a cache fill between the database read and the write to the cache,
+/// which makes the slow-miss race deterministic. Never set in production.
+pub type FillHook =
+    std::sync::Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub cache_ttl: Duration,
+    pub cache_enabled: bool,
+    pub cache_timeout: Duration,
+    pub bind_addr: SocketAddr,
+    pub api_token: Option<String>,
+    pub shutdown_drain: Duration,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    /// Prefix of every cache key; tests give each app its own so ids restarting at 1 never collide.
+    #[doc(hidden)]
+    pub cache_prefix: String,
+    #[doc(hidden)]
+    pub fill_hook: Option<FillHook>,
+}
+
+impl std::fmt::Debug for Config {
+    // Hand-written so the token and URLs with passwords never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database", &self.database_kind())
+            .field("redis", &self.redis_url.is_some())
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_enabled", &self.cache_enabled)
+            .field("cache_timeout", &self.cache_timeout)
+            .field("bind_addr", &self.bind_addr)
+            .field("api_token", &self.api_token.is_some())
+            .field("shutdown_drain", &self.shutdown_drain)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// A configuration error: names the variable and says what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { var, reason: reason.into() }
+}
+
+/// The environment table printed by `aside --help` (name, default, meaning).
+pub const ENV_HELP: &[(&str, &str, &str)] = &[
+    ("DATABASE_URL", "sqlite://aside.db?mode=rwc", "postgres://user:pw@host:5432/db in real deployments"),
+    ("REDIS_URL", "(unset: in-process cache)", "redis://[:pw@]host:port/db, redis-sentinel://, redis-cluster://"),
+    ("CACHE_TTL_SECONDS", "60", "TTL of every cache entry (>= 1)"),
+    ("CACHE_ENABLED", "true", "false: every read goes to the database (X-Cache: BYPASS); writes still invalidate"),
+    ("CACHE_TIMEOUT_MS", "100", "budget for one cache command before falling back to the database"),
+    ("BIND_ADDR", "0.0.0.0:8080", "listen address"),
+    ("API_TOKEN", "(unset: writes open)", "bearer token required for POST/PUT/DELETE"),
+    ("SHUTDOWN_DRAIN_SECONDS", "5", "after SIGTERM: /ready fails at once, serving continues this long"),
+    ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
+    ("LOG_FORMAT", "json", "json or text"),
+    ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+];
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads a given variable map (the tests use this; `from_env` passes the real environment).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| vars.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://aside.db?mode=rwc".into());
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite:"))
+        {
+            return Err(bad("DATABASE_URL", "must start with postgres://, postgresql:// or sqlite:"));
+        }
+        if database_url.starts_with("postgres") && database_url.split_once("://").is_none_or(|(_, r)| r.is_empty()) {
+            return Err(bad("DATABASE_URL", "has no host"));
+        }
+
+        let redis_url = get("REDIS_URL");
+        if let Some(url) = &redis_url {
+            // Parse with the same code the client will use, so start-up fails here, not on first use.
+            fred::types::config::Config::from_url(url).map_err(|e| bad("REDIS_URL", e.details().to_string()))?;
+        }
+
+        let cache_ttl = Duration::from_secs(parse_num(&get, "CACHE_TTL_SECONDS", 60, 1, 86_400 * 30)?);
+        let cache_enabled = match get("CACHE_ENABLED").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true" | "1" | "yes" | "on") => true,
+            Some("false" | "0" | "no" | "off") => false,
+            Some(other) => return Err(bad("CACHE_ENABLED", format!("`{other}` is not true or false"))),
+        };
+        let cache_timeout = Duration::from_millis(parse_num(&get, "CACHE_TIMEOUT_MS", 100, 1, 10_000)?);
+        let bind_addr = get("BIND_ADDR")
+            .unwrap_or_else(|| "0.0.0.0:8080".into())
+            .parse()
+            .map_err(|_| bad("BIND_ADDR", "must be host:port, e.g. 0.0.0.0:8080"))?;
+        let api_token = get("API_TOKEN");
+        if api_token.as_ref().is_some_and(|t| t.len() < 8 || t.chars().any(|c| c.is_whitespace())) {
+            return Err(bad("API_TOKEN", "must be at least 8 characters without whitespace"));
+        }
+        let shutdown_drain = Duration::from_secs(parse_num(&get, "SHUTDOWN_DRAIN_SECONDS", 5, 0, 300)?);
+        let max_body_bytes = parse_num(&get, "MAX_BODY_BYTES", 1_048_576, 64, 256 * 1_048_576)? as usize;
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => return Err(bad("LOG_FORMAT", format!("`{other}` is not json or text"))),
+        };
+
+        Ok(Self {
+            database_url,
+            redis_url,
+            cache_ttl,
+            cache_enabled,
+            cache_timeout,
+            bind_addr,
+            api_token,
+            shutdown_drain,
+            max_body_bytes,
+            log_format,
+            cache_prefix: "aside:v1:".into(),
+            fill_hook: None,
+        })
+    }
+
+    /// Which backend `database_url` points at.
+    pub fn database_kind(&self) -> DatabaseKind {
+        if self.database_url.starts_with("sqlite:") { DatabaseKind::Sqlite } else { DatabaseKind::Postgres }
+    }
+}
+
+fn parse_num(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = get(var) else { return Ok(default) };
+    let n: u64 = raw.parse().map_err(|_| bad(var, format!("`{raw}` is not a whole number")))?;
+    if !(min..=max).contains(&n) {
+        return Err(bad(var, format!("{n} is outside {min}..={max}")));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_configuration() {
+        let c = Config::from_vars(&vars(&[])).expect("defaults are valid");
+        assert_eq!(c.database_kind(), DatabaseKind::Sqlite);
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.cache_timeout, Duration::from_millis(100));
+        assert_eq!(c.bind_addr.port(), 8080);
+        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert!(c.cache_enabled);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (var, val) in [
+            ("CACHE_TTL_SECONDS", "0"),
+            ("CACHE_TTL_SECONDS", "sixty"),
+            ("CACHE_TIMEOUT_MS", "-1"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "http://nope"),
+            ("BIND_ADDR", "8080"),
+            ("CACHE_ENABLED", "maybe"),
+            ("MAX_BODY_BYTES", "1"),
+            ("LOG_FORMAT", "xml"),
+            ("API_TOKEN", "short"),
+        ] {
+            let err = Config::from_vars(&vars(&[(var, val)])).expect_err(var);
+            assert_eq!(err.var, var, "{val}");
+            assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c =
+            Config::from_vars(&vars(&[("API_TOKEN", "s3cret-token"), ("DATABASE_URL", "postgres://u:hunter2@db/x")]))
+                .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Storage: the SeaORM connection (Postgres, or SQLite as the zero-setup default), the `records` entity
+//! and the five queries the API needs. Every query is bounded in time so a silent database becomes a
+//! fast 503 (contract: "Timing promises"), and every query is counted in `aside_db_queries_total`.
+
+use std::{future::Future, time::Duration};
+
+use chrono::{DateTime, Timelike, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+use serde_json::Value;
+
+use crate::{
+    config::{Config, DatabaseKind},
+    error::ApiError,
+    metrics::Metrics,
+};
+
+/// The `records` table.
+pub mod record {
+    use sea_orm::entity::prelude::*;
+
+    /// One row of `records`.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "records")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub key: String,
+        #[sea_orm(column_type = "JsonBinary")]
+        pub value: Json,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Longest a query may take before the request gets a 503 (covers a black-holed Postgres).
+const QUERY_DEADLINE: Duration = Duration::from_secs(4);
+/// Longest a request waits for a pooled connection (covers a Postgres refusing connections).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Opens the pool. Lazy on Postgres so the process starts (and `/health` answers) while Postgres is down.
+pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(config.database_url.clone());
+    opts.acquire_timeout(ACQUIRE_TIMEOUT)
+        .sqlx_logging(false)
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(300));
+    match config.database_kind() {
+        DatabaseKind::Postgres => {
+            opts.max_connections(16).min_connections(0).connect_lazy(true);
+        }
+        // One writer at a time is what SQLite allows anyway; a small pool serves concurrent reads.
+        DatabaseKind::Sqlite => {
+            opts.max_connections(4).min_connections(1);
+        }
+    }
+    let db = Database::connect(opts).await?;
+    if config.database_kind() == DatabaseKind::Sqlite {
+        // WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;").await?;
+    }
+    Ok(db)
+}
+
+/// The record queries, timed and counted.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    metrics: Metrics,
+}
+
+/// Postgres keeps microseconds; truncating here makes a write's response equal a later read's.
+fn now_micros() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.with_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection, metrics: Metrics) -> Self {
+        Self { db, metrics }
+    }
+
+    /// The connection (readiness checks, tests).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    async fn run<T>(&self, op: &'static str, q: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
+        self.metrics.db_query(op);
+        match tokio::time::timeout(QUERY_DEADLINE, q).await {
+            Ok(r) => r,
+            Err(_) => Err(DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)),
+        }
+    }
+
+    /// One record by id.
+    pub async fn get(&self, id: i64) -> Result<Option<record::Model>, ApiError> {
+        Ok(self.run("get", record::Entity::find_by_id(id).one(&self.db)).await?)
+    }
+
+    /// Up to `limit + 1` records with id > `after` (the extra one tells whether another page follows).
+    pub async fn list(&self, after: i64, limit: u64, key: Option<&str>) -> Result<Vec<record::Model>, ApiError> {
+        let mut q = record::Entity::find().filter(record::Column::Id.gt(after));
+        if let Some(k) = key {
+            q = q.filter(record::Column::Key.eq(k));
+        }
+        let q = q.order_by_asc(record::Column::Id).limit(limit + 1);
+        Ok(self.run("list", q.all(&self.db)).await?)
+    }
+
+    /// Inserts a record; a duplicate key is 409.
+    pub async fn insert(&self, key: String, value: Value) -> Result<record::Model, ApiError> {
+        let now = now_micros();
+        let row = record::ActiveModel {
+            key: Set(key),
+            value: Set(value),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        let res = self.run("insert", record::Entity::insert(row).exec_with_returning(&self.db)).await;
+        match res {
+            Ok(m) => Ok(m),
+            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                Err(ApiError::key_exists())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces a record's value; `None` when it does not exist.
+    pub async fn update(&self, id: i64, value: Value) -> Result<Option<record::Model>, ApiError> {
+        let q = record::Entity::update_many()
+            .col_expr(record::Column::Value, Expr::value(sea_orm::Value::Json(Some(Box::new(value)))))
+            .col_expr(record::Column::UpdatedAt, Expr::value(now_micros()))
+            .filter(record::Column::Id.eq(id))
+            .exec_with_returning(&self.db);
+        Ok(self.run("update", q).await?.into_iter().next())
+    }
+
+    /// Deletes a record; false when it did not exist.
+    pub async fn delete(&self, id: i64) -> Result<bool, ApiError> {
+        let res = self.run("delete", record::Entity::delete_by_id(id).exec(&self.db)).await?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// `SELECT 1` with a short deadline, for `/ready`.
+    pub async fn ping(&self) -> bool {
+        matches!(tokio::time::timeout(Duration::from_secs(1), self.db.ping()).await, Ok(Ok(())))
+    }
+}

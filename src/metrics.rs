@@ -1,0 +1,179 @@
+//! Metrics (contract: "Metrics"): OpenTelemetry instruments exported through opentelemetry-prometheus
+//! into a private registry that `GET /metrics` encodes. Instrument names are the dotted OTel forms;
+//! the exporter adds `_total` and the unit suffix itself (lib-notes 2.2), giving the contract names.
+
+use std::sync::Arc;
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, MeterProvider as _},
+};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use poem::{IntoResponse, Response, handler, http::StatusCode, web::Data};
+use prometheus::{Encoder, TextEncoder};
+
+/// Histogram buckets in seconds, fine-grained below a millisecond where cache hits live.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Handles to every instrument; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: prometheus::Registry,
+    // Dropping the provider shuts the pipeline down; it lives as long as the app.
+    _provider: SdkMeterProvider,
+    http_duration: Histogram<f64>,
+    cache_lookups: Counter<u64>,
+    cache_errors: Counter<u64>,
+    cache_invalidations: Counter<u64>,
+    db_queries: Counter<u64>,
+    records_created: Counter<u64>,
+}
+
+impl Metrics {
+    /// Builds the provider, the exporter and the instruments.
+    pub fn new() -> Result<Self, opentelemetry_sdk::error::OTelSdkError> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| opentelemetry_sdk::error::OTelSdkError::InternalFailure(e.to_string()))?;
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("aside");
+        let m = Inner {
+            http_duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_unit("s")
+                .with_description("Duration of HTTP server requests.")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            cache_lookups: meter
+                .u64_counter("aside.cache.lookups")
+                .with_description("Cache lookups by data GETs, by outcome (matches X-Cache).")
+                .build(),
+            cache_errors: meter
+                .u64_counter("aside.cache.errors")
+                .with_description("Cache commands that failed or timed out.")
+                .build(),
+            cache_invalidations: meter
+                .u64_counter("aside.cache.invalidations")
+                .with_description("Cache invalidations issued by writes.")
+                .build(),
+            db_queries: meter
+                .u64_counter("aside.db.queries")
+                .with_description("Database queries, by operation.")
+                .build(),
+            records_created: meter.u64_counter("aside.records.created").with_description("Records created.").build(),
+            registry,
+            _provider: provider,
+        };
+        // Export every series from the start so dashboards and alerts never see "no data".
+        for outcome in ["hit", "miss", "bypass"] {
+            m.cache_lookups.add(0, &[KeyValue::new("outcome", outcome)]);
+        }
+        for op in ["get", "list", "insert", "update", "delete"] {
+            m.db_queries.add(0, &[KeyValue::new("op", op)]);
+        }
+        m.cache_errors.add(0, &[]);
+        m.cache_invalidations.add(0, &[]);
+        m.records_created.add(0, &[]);
+        Ok(Self(Arc::new(m)))
+    }
+
+    /// Records one HTTP request.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.0.http_duration.record(
+            seconds,
+            &[
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("http.route", route.to_owned()),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+            ],
+        );
+    }
+
+    pub fn cache_lookup(&self, outcome: &'static str) {
+        self.0.cache_lookups.add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+    pub fn cache_error(&self) {
+        self.0.cache_errors.add(1, &[]);
+    }
+    pub fn cache_invalidations(&self, n: u64) {
+        self.0.cache_invalidations.add(n, &[]);
+    }
+    pub fn db_query(&self, op: &'static str) {
+        self.0.db_queries.add(1, &[KeyValue::new("op", op)]);
+    }
+    pub fn record_created(&self) {
+        self.0.records_created.add(1, &[]);
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.0.registry.gather(), &mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// `GET /metrics`.
+#[handler]
+pub fn metrics_endpoint(metrics: Data<&Metrics>) -> Response {
+    match metrics.render() {
+        Ok(body) => Response::builder().content_type(TextEncoder::new().format_type()).body(body),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics encoding failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Maps poem's matched route pattern to the contract's `http_route` label: templates spelled with
+/// `{id}`, `unmatched` for no route, never a raw path (lib-notes 1.8: poem-openapi says `:param0`).
+pub fn route_label(pattern: Option<&str>) -> &'static str {
+    match pattern {
+        Some("/data") => "/data",
+        Some("/data/:param0") => "/data/{id}",
+        Some("/health") => "/health",
+        Some("/ready") => "/ready",
+        Some("/metrics") => "/metrics",
+        Some("/openapi.json") => "/openapi.json",
+        Some(p) if p.starts_with("/docs") => "/docs",
+        _ => "unmatched",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_templates_never_raw_paths() {
+        assert_eq!(route_label(Some("/data/:param0")), "/data/{id}");
+        assert_eq!(route_label(Some("")), "unmatched");
+        assert_eq!(route_label(None), "unmatched");
+        assert_eq!(route_label(Some("/data/42")), "unmatched");
+    }
+
+    #[test]
+    fn exported_names_match_the_contract() {
+        let m = Metrics::new().expect("metrics");
+        m.http_request("GET", "/data/{id}", 200, 0.001);
+        let text = String::from_utf8(m.render().expect("render")).expect("utf8");
+        for name in [
+            "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/data/{id}\"",
+            "aside_cache_lookups_total{outcome=\"hit\"} 0",
+            "aside_cache_errors_total 0",
+            "aside_cache_invalidations_total 0",
+            "aside_db_queries_total{op=\"get\"} 0",
+            "aside_records_created_total 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert!(!text.contains("_total_total") && !text.contains("otel_scope"), "{text}");
+    }
+}

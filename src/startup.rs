@@ -1,0 +1,186 @@
+//! Builds the app and runs it (contract: "Timing promises" for SIGTERM). Request path, outermost first:
+//! `Observe` (request id, metrics, access log, `Connection: close` while draining) → problem+json edge
+//! converter → write guard (auth, size limit, value checks) → router → poem-openapi operations.
+
+use std::{
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use poem::{
+    EndpointExt, Route, Server,
+    endpoint::BoxEndpoint,
+    get,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use poem_openapi::OpenApiService;
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use crate::{
+    api::DataApi,
+    body::WriteGuard,
+    cache::Cache,
+    config::Config,
+    db::{self, Store},
+    error,
+    health::OpsApi,
+    metrics::{self, Metrics},
+    migration,
+    telemetry::Observe,
+};
+
+/// Why the app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("cache: {0}")]
+    Cache(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: io::Error },
+}
+
+/// A built, bound, not yet running server.
+pub struct App {
+    acceptor: TcpAcceptor,
+    port: u16,
+    endpoint: BoxEndpoint<'static>,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
+    stop: Arc<Notify>,
+    cache: Arc<Cache>,
+    db: DatabaseConnection,
+}
+
+/// Triggers the same drain-then-exit path as SIGTERM (tests use it).
+#[derive(Clone)]
+pub struct StopHandle(Arc<Notify>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+}
+
+const API_DESCRIPTION: &str = "JSON records in a database, read through a cache (cache-aside).\n\n\
+Reads answer `X-Cache: HIT|MISS|BYPASS` and an `ETag`; every write invalidates what it changed, so \
+once a write has answered, no replica serves older data. Errors are RFC 9457 `application/problem+json`. \
+Writes need `Authorization: Bearer <token>` when the server has `API_TOKEN` set (use **Authorize**).";
+
+impl App {
+    /// Connects, migrates, builds routes and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let metrics = Metrics::new().map_err(|e| StartupError::Metrics(e.to_string()))?;
+        migration::run(&config).await?;
+        let db = db::connect(&config).await?;
+        let store = Store::new(db.clone(), metrics.clone());
+        let cache = Cache::new(&config, metrics.clone()).map_err(StartupError::Cache)?;
+        let draining = Arc::new(AtomicBool::new(false));
+
+        let data = DataApi { store: store.clone(), cache: cache.clone(), metrics: metrics.clone() };
+        let ops = OpsApi { store, cache: cache.clone(), draining: draining.clone() };
+        let api = OpenApiService::new((data, ops), "aside", env!("CARGO_PKG_VERSION"))
+            .description(API_DESCRIPTION)
+            // Relative: "Try it out" works behind any NodePort, port-forward or Ingress.
+            .server("/");
+        let ui = api.swagger_ui();
+        let spec = api.spec_endpoint();
+        let guard = Arc::new(WriteGuard { api_token: config.api_token.clone(), max_body_bytes: config.max_body_bytes });
+        let observe = Arc::new(Observe { metrics: metrics.clone(), draining: draining.clone() });
+        let endpoint = Route::new()
+            .nest("/", api)
+            .nest("/docs", ui)
+            .at("/openapi.json", spec)
+            .at("/metrics", get(metrics::metrics_endpoint))
+            .data(metrics)
+            .around(move |ep, req| guard.clone().call(ep, req))
+            .catch_all_error(error::to_problem)
+            .around(move |ep, req| observe.clone().call(ep, req))
+            .boxed();
+
+        let acceptor = TcpListener::bind(config.bind_addr)
+            .into_acceptor()
+            .await
+            .map_err(|source| StartupError::Bind { addr: config.bind_addr, source })?;
+        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or(0);
+        Ok(Self {
+            acceptor,
+            port,
+            endpoint,
+            draining,
+            drain: config.shutdown_drain,
+            stop: Arc::new(Notify::new()),
+            cache,
+            db,
+        })
+    }
+
+    /// The bound port (useful with `BIND_ADDR=…:0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that starts the drain, as SIGTERM does.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    #[doc(hidden)]
+    pub fn cache(&self) -> Arc<Cache> {
+        self.cache.clone()
+    }
+
+    #[doc(hidden)]
+    pub fn db(&self) -> DatabaseConnection {
+        self.db.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the stop handle), then drains: `/ready` fails at once, serving
+    /// continues for `SHUTDOWN_DRAIN_SECONDS` (responses carry `Connection: close`), then the listener
+    /// closes and in-flight requests get up to 5 s to finish.
+    pub async fn run_until_stopped(self) -> io::Result<()> {
+        let (draining, drain, stop) = (self.draining, self.drain, self.stop);
+        let signal = async move {
+            wait_for_stop(&stop).await;
+            draining.store(true, Ordering::Release);
+            tracing::info!(drain_seconds = drain.as_secs(), "stop requested: draining");
+            tokio::time::sleep(drain).await;
+            tracing::info!("drain over: closing the listener");
+        };
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.endpoint, signal, Some(Duration::from_secs(5)))
+            .await?;
+        let _ = self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_stop(stop: &Notify) {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = term => {}
+        r = tokio::signal::ctrl_c() => { if r.is_err() { std::future::pending::<()>().await } }
+        () = stop.notified() => {}
+    }
+}

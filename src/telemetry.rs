@@ -1,0 +1,100 @@
+//! Logging and request observation (contract: "Headers", "Metrics"). `init` installs the tracing
+//! subscriber (JSON by default); `Observe` is the outermost middleware: it assigns the request id,
+//! opens the request's span (so every log line of the request carries the id), records the HTTP
+//! histogram under the route template, writes the access log and, while draining, asks clients to
+//! reconnect elsewhere with `Connection: close`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use poem::{
+    Endpoint, IntoResponse, PathPattern, Request, Response, Result,
+    http::{HeaderValue, header},
+};
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::{body::RouteLabel, config::LogFormat, metrics};
+
+/// Installs the global subscriber; later calls (tests) are no-ops.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// A client-sent id is kept when it is sane: 1..=128 chars of `[A-Za-z0-9._-]`.
+fn sane_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The outermost middleware's shared state.
+pub struct Observe {
+    pub metrics: metrics::Metrics,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Observe {
+    /// Wraps one request.
+    pub async fn call<E: Endpoint>(self: Arc<Self>, ep: Arc<E>, req: Request) -> Result<Response> {
+        let started = Instant::now();
+        let request_id = match req.header(REQUEST_ID) {
+            Some(id) if sane_request_id(id) => id.to_owned(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let method = req.method().clone();
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let mut resp = match ep.call(req).instrument(span.clone()).await {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        };
+        let route = match resp.data::<RouteLabel>() {
+            Some(l) => l.0,
+            None => metrics::route_label(resp.data::<PathPattern>().map(|p| &*p.0)),
+        };
+        let status = resp.status().as_u16();
+        let elapsed = started.elapsed();
+        self.metrics.http_request(method.as_str(), route, status, elapsed.as_secs_f64());
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                method = %method,
+                route,
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        });
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        assert!(sane_request_id("abc-123_X.y"));
+        assert!(sane_request_id(&"a".repeat(128)));
+        assert!(!sane_request_id(&"a".repeat(129)));
+        assert!(!sane_request_id(""));
+        assert!(!sane_request_id("has space"));
+        assert!(!sane_request_id("semi;colon"));
+    }
+}
