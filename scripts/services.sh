@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL + Redis for tests, benchmarks and drills.
+#
+# Usage (sourced; the normal way):
+#   source scripts/services.sh
+#   services_start        # starts both on free 127.0.0.1 ports in a `mktemp -d` dir and exports
+#                         #   TEST_DATABASE_URL  postgres://postgres@127.0.0.1:$PG_PORT/aside (superuser)
+#                         #   TEST_REDIS_URL     redis://127.0.0.1:$REDIS_PORT
+#                         #   PG_PORT REDIS_PORT SERVICES_DIR PG_BIN REDIS_SERVER_BIN
+#   pg_stop / pg_start    # stop / start Postgres again on the SAME port and data (outage drills)
+#   redis_stop / redis_start   # the same for Redis (it keeps nothing on disk: it comes back empty)
+#   redis_pause / redis_resume # SIGSTOP / SIGCONT: a frozen Redis that still accepts TCP
+#   services_stop         # stops both and deletes the dir (safe to call twice, or after a partial start)
+#
+# Usage (executed):
+#   scripts/services.sh run CMD [ARGS...]   # start, run CMD with the variables above, stop
+#   scripts/services.sh -h
+#
+# Never touches the machine's own Postgres (5432) or Redis (6379): nothing here uses a fixed port,
+# a system data directory or a system service. Missing servers are installed with apt-get when
+# running as root; otherwise a clear message says what to install.
+#
+# Knobs: SERVICES_TMP (parent of the temp dir, default /tmp; must be reachable by the postgres user),
+#        PG_MAX_CONNECTIONS (default 200).
+#
+# This file only defines functions (and sets no shell options) so it is safe to source from
+# scripts that run under `set -euo pipefail`.
+
+_svc_log() { echo "==> services: $*" >&2; }
+
+# Locate initdb/pg_ctl: Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH.
+_svc_find_pg_bin() {
+  local best
+  best="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n1)"
+  if [[ -n "$best" && -x "$best/pg_ctl" && -x "$best/initdb" ]]; then
+    echo "$best"
+    return 0
+  fi
+  if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
+    dirname "$(readlink -f "$(command -v pg_ctl)")"
+    return 0
+  fi
+  return 1
+}
+
+# Install postgresql / redis-server when missing (root + apt-get), else explain and fail.
+_svc_ensure_installed() {
+  local missing=()
+  _svc_find_pg_bin >/dev/null 2>&1 || missing+=(postgresql)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  ((${#missing[@]} == 0)) && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    _svc_log "installing ${missing[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+    return 0
+  fi
+  echo "services.sh: missing ${missing[*]}." >&2
+  echo "  install them first, e.g. (Debian/Ubuntu): sudo apt-get install -y postgresql redis-server" >&2
+  return 1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range (32768+) so an
+# outgoing connection cannot be holding it when we restart a server on it.
+_svc_free_port() {
+  local p i avoid="${1:-}"
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12000))
+    [[ "$p" == "$avoid" ]] && continue
+    if command -v ss >/dev/null 2>&1; then
+      [[ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]] && continue
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      continue
+    fi
+    echo "$p"
+    return 0
+  done
+  echo "services.sh: no free port found" >&2
+  return 1
+}
+
+# Run a command as the postgres user when we are root (Postgres refuses to run as root).
+_svc_as_pg() {
+  if [[ "$(id -u)" == 0 ]]; then
+    (cd "$SERVICES_DIR" && runuser -u postgres -- "$@")
+  else
+    (cd "$SERVICES_DIR" && "$@")
+  fi
+}
+
+_svc_pg_init() {
+  local data="$SERVICES_DIR/pg/data" sock="$SERVICES_DIR/pg/sock"
+  mkdir -p "$SERVICES_DIR/pg/sock"
+  if [[ "$(id -u)" == 0 ]]; then
+    chown -R postgres: "$SERVICES_DIR/pg"
+  fi
+  _svc_as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C \
+    >"$SERVICES_DIR/pg-initdb.log" 2>&1 || {
+    cat "$SERVICES_DIR/pg-initdb.log" >&2
+    return 1
+  }
+  # Throwaway and fast: durability off. Port and sockets fixed here so pg_start reuses them.
+  cat >>"$data/postgresql.conf" <<EOF
+
+# --- scripts/services.sh (throwaway instance) ---
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$sock'
+max_connections = ${PG_MAX_CONNECTIONS:-200}
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 128MB
+logging_collector = off
+log_min_messages = warning
+EOF
+}
+
+pg_start() {
+  _svc_as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg/data" -l "$SERVICES_DIR/pg/postgres.log" \
+    -w -t 60 start >/dev/null || {
+    tail -n 30 "$SERVICES_DIR/pg/postgres.log" >&2
+    return 1
+  }
+}
+
+pg_stop() {
+  # fast: disconnect clients, as a crashing/restarting database would
+  _svc_as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg/data" -m fast -w -t 60 stop >/dev/null
+}
+
+_svc_redis_pid() { cat "$SERVICES_DIR/redis/redis.pid" 2>/dev/null; }
+
+redis_start() {
+  mkdir -p "$SERVICES_DIR/redis"
+  # maxmemory + allkeys-lru as in every deployment of the service (contract: Redis is a cache)
+  "$REDIS_SERVER_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --pidfile "$SERVICES_DIR/redis/redis.pid" --dir "$SERVICES_DIR/redis" \
+    --logfile "$SERVICES_DIR/redis/redis.log" --maxmemory 256mb --maxmemory-policy allkeys-lru \
+    >/dev/null
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]] && return 0
+    sleep 0.05
+  done
+  echo "services.sh: redis-server did not answer on port $REDIS_PORT" >&2
+  tail -n 20 "$SERVICES_DIR/redis/redis.log" >&2 || true
+  return 1
+}
+
+redis_stop() {
+  local pid i
+  pid="$(_svc_redis_pid)"
+  [[ -n "$pid" ]] || return 0
+  kill -CONT "$pid" 2>/dev/null || true # a paused Redis cannot act on SIGTERM
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$SERVICES_DIR/redis/redis.pid"
+}
+
+redis_pause() { kill -STOP "$(_svc_redis_pid)"; }
+redis_resume() { kill -CONT "$(_svc_redis_pid)"; }
+
+services_start() {
+  _svc_ensure_installed
+  PG_BIN="$(_svc_find_pg_bin)"
+  REDIS_SERVER_BIN="$(command -v redis-server)"
+  SERVICES_DIR="$(mktemp -d "${SERVICES_TMP:-/tmp}/aside-services.XXXXXX")"
+  chmod 755 "$SERVICES_DIR" # the postgres user must reach its data dir inside
+  export PG_BIN REDIS_SERVER_BIN SERVICES_DIR
+
+  local try
+  for try in 1 2 3; do
+    PG_PORT="$(_svc_free_port)"
+    export PG_PORT
+    if [[ ! -d "$SERVICES_DIR/pg/data" ]]; then
+      _svc_pg_init
+    else
+      sed -i "s/^port = .*/port = $PG_PORT/" "$SERVICES_DIR/pg/data/postgresql.conf"
+    fi
+    pg_start && break
+    [[ "$try" == 3 ]] && return 1
+    _svc_log "postgres failed on port $PG_PORT, retrying"
+  done
+  _svc_as_pg psql -q -h "$SERVICES_DIR/pg/sock" -p "$PG_PORT" -U postgres -d postgres \
+    -c 'CREATE DATABASE aside' >/dev/null
+
+  for try in 1 2 3; do
+    REDIS_PORT="$(_svc_free_port "$PG_PORT")"
+    export REDIS_PORT
+    redis_start && break
+    [[ "$try" == 3 ]] && return 1
+    _svc_log "redis failed on port $REDIS_PORT, retrying"
+  done
+
+  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/aside"
+  export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+  _svc_log "postgres 127.0.0.1:$PG_PORT, redis 127.0.0.1:$REDIS_PORT, dir $SERVICES_DIR"
+}
+
+services_stop() {
+  [[ -n "${SERVICES_DIR:-}" && -d "$SERVICES_DIR" ]] || return 0
+  redis_stop || true
+  if [[ -f "$SERVICES_DIR/pg/data/postmaster.pid" ]]; then
+    _svc_as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg/data" -m immediate -w -t 30 stop \
+      >/dev/null 2>&1 || true
+  fi
+  rm -rf "$SERVICES_DIR"
+  unset SERVICES_DIR
+}
+
+# Executed rather than sourced: a small CLI around the functions.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -euo pipefail
+  case "${1:-}" in
+    run)
+      shift
+      (($# > 0)) || {
+        echo "usage: $0 run CMD [ARGS...]" >&2
+        exit 2
+      }
+      trap services_stop EXIT
+      services_start
+      "$@"
+      ;;
+    -h | --help | "")
+      sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
+      [[ -n "${1:-}" ]] || exit 2
+      ;;
+    *)
+      echo "unknown command: $1 (try -h)" >&2
+      exit 2
+      ;;
+  esac
+fi

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, and the whole test suite against a throwaway
+# PostgreSQL and Redis (scripts/services.sh) that are stopped again however the run ends.
+#
+# Usage: scripts/test.sh [TEST-RUNNER ARGS...]
+#   scripts/test.sh                     # everything
+#   scripts/test.sh cache               # only tests whose name contains "cache"
+#   scripts/test.sh -- --nocapture      # (cargo test) arguments after -- go to the test binary
+#
+# Runs, in order: cargo fmt --check; cargo clippy --all-targets -- -D warnings;
+# cargo nextest run (or cargo test when cargo-nextest is not installed), with
+#   TEST_DATABASE_URL  superuser URL of the throwaway Postgres (tests CREATE DATABASE per test)
+#   TEST_REDIS_URL     URL of the throwaway Redis
+#   REDIS_SERVER_BIN   path of redis-server, for tests that start (and kill) their own Redis
+# exported. Respects CARGO_TARGET_DIR. On a fresh Debian machine (as root) missing postgresql /
+# redis-server / rustfmt / clippy are installed first.
+#
+# Knobs: TEST_RUNNER=nextest|cargo (default: nextest when available), SKIP_LINT=1 (skip fmt+clippy).
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+log() { echo "==> $*" >&2; }
+
+case "${1:-}" in -h | --help)
+  usage
+  exit 0
+  ;;
+esac
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
+command -v cargo >/dev/null || {
+  echo "cargo not found: install Rust (https://rustup.rs)" >&2
+  exit 1
+}
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    log "installing $component"
+    rustup component add "$component"
+  fi
+done
+
+runner="${TEST_RUNNER:-}"
+if [[ -z "$runner" ]]; then
+  if cargo nextest --version >/dev/null 2>&1; then runner=nextest; else runner=cargo; fi
+fi
+
+if [[ "${SKIP_LINT:-0}" != 1 ]]; then
+  log "cargo fmt --check"
+  cargo fmt --check
+  log "cargo clippy --all-targets -- -D warnings"
+  cargo clippy --all-targets -- -D warnings
+fi
+
+trap services_stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+services_start
+export TEST_DATABASE_URL TEST_REDIS_URL REDIS_SERVER_BIN
+
+if [[ "$runner" == nextest ]]; then
+  log "cargo nextest run $*"
+  cargo nextest run "$@"
+else
+  log "cargo test $*"
+  cargo test "$@"
+fi
