@@ -48,7 +48,9 @@ run() {
   if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then return 0; fi
   log "$name"
   local start=$SECONDS rc=0
-  "$@" >"$WORK/$name.log" 2>&1 || rc=$?
+  # In the background so that set -e holds inside the check (bash ignores it in a `cmd || ...` context).
+  "$@" >"$WORK/$name.log" 2>&1 &
+  wait "$!" || rc=$?
   NAMES+=("$name")
   SUMMARY+=("$(grep -v '^\s*$' "$WORK/$name.log" | tail -n1 | cut -c1-150) ($((SECONDS - start))s)")
   if [[ $rc -eq 0 ]]; then
@@ -75,7 +77,7 @@ check_yamllint() {
 }
 
 check_hadolint() {
-  hadolint Dockerfile
+  hadolint --no-color Dockerfile
   echo "hadolint: Dockerfile, 0 findings"
 }
 
