@@ -192,8 +192,10 @@ check_deploy_help() {
   bash -n scripts/deploy.sh
   scripts/deploy.sh --help >"$WORK/deploy-help.txt"
   local mode missing=0
+  grep -q -- "^  (no mode)" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document the default mode"; missing=1; }
   for mode in --argocd --helm --local-git --destroy --help; do
-    grep -q -- "$mode" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document $mode"; missing=1; }
+    # Each mode must head its own line of the usage text, not merely be mentioned.
+    grep -qE -- "^  ([^ ]+, )?$mode( |$)" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document $mode"; missing=1; }
   done
   [[ $missing -eq 0 ]]
   echo "deploy.sh --help: documents default, --argocd, --helm, --local-git, --destroy, --help"
