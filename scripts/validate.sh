@@ -183,9 +183,12 @@ check_compose() {
 }
 
 check_workflow() {
-  actionlint -shellcheck "$(command -v shellcheck)" .github/workflows/ci.yml
-  zizmor --offline --no-progress .github/workflows/ci.yml
-  echo "workflow: actionlint + zizmor --offline on .github/workflows/ci.yml, 0 findings"
+  local rc=0
+  # Both always run, so one tool's finding never hides the other's.
+  actionlint -shellcheck "$(command -v shellcheck)" .github/workflows/ci.yml || rc=1
+  zizmor --offline --no-progress .github/workflows/ci.yml || rc=1
+  echo "workflow: actionlint + zizmor --offline on .github/workflows/ci.yml, $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  return $rc
 }
 
 check_deploy_help() {
