@@ -101,14 +101,17 @@ check_manifests() {
   helm_q template aside charts/aside -n aside >"$WORK/chart-default.yaml"
   helm_q template aside charts/aside -n aside -f charts/aside/values-k3d.yaml >"$WORK/chart-k3d.yaml"
   helm_q template aside charts/aside -n aside "${TOGGLES_OFF[@]}" >"$WORK/chart-off.yaml"
+  helm_q template aside charts/aside -n aside --set postgres.enabled=false --set redis.enabled=false \
+    --set secrets.externalDatabaseUrl=postgres://db.example/aside --set secrets.externalRedisUrl=redis://cache.example:6379 \
+    >"$WORK/chart-external.yaml"
   local rc=0 v r n=0
   for v in $K8S_VERSIONS; do
-    for r in k8s chart-default chart-k3d chart-off; do
+    for r in k8s chart-default chart-k3d chart-off chart-external; do
       "$PY" scripts/validate/checks.py k8s "$WORK/$r.yaml" --label "$r@$v" --version "$v" || rc=1
       n=$((n + $(grep -c '^kind:' "$WORK/$r.yaml")))
     done
   done
-  echo "manifests: k8s/ + 3 chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  echo "manifests: k8s/ + 4 chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
   return $rc
 }
 
