@@ -64,7 +64,7 @@ run() {
 
 helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 
-SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh)
+SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh)
 check_shellcheck() {
   shellcheck -x "${SHELL_FILES[@]}"
   echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
@@ -207,6 +207,11 @@ check_deploy_help() {
   echo "deploy.sh --help: documents default, --argocd, --helm, --local-git, --destroy, --help"
 }
 
+# deploy.sh in every mode against stub docker/k3d/kubectl/helm: control flow, idempotency, what it applies.
+check_deploy_dryrun() {
+  PYTHON="$PY" bash scripts/validate/deploy_dryrun.sh
+}
+
 check_realscrape() {
   bash scripts/validate/realscrape.sh
 }
@@ -225,6 +230,7 @@ run ops check_ops
 run compose check_compose
 run workflow check_workflow
 run deploy-help check_deploy_help
+run deploy-dryrun check_deploy_dryrun
 if [[ $STATIC -eq 0 ]]; then
   run realscrape check_realscrape
 fi
@@ -233,7 +239,7 @@ echo
 echo "== validate.sh summary =="
 failed=0
 for i in "${!NAMES[@]}"; do
-  printf '%-5s %-12s %s\n' "${STATUS[$i]}" "${NAMES[$i]}" "${SUMMARY[$i]}"
+  printf '%-5s %-14s %s\n' "${STATUS[$i]}" "${NAMES[$i]}" "${SUMMARY[$i]}"
   [[ "${STATUS[$i]}" == PASS ]] || failed=$((failed + 1))
 done
 echo "validate: $((${#NAMES[@]} - failed)) passed, $failed failed"
