@@ -34,7 +34,7 @@ GIT_DAEMON_PORT="${GIT_DAEMON_PORT:-9418}"
 STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/aside-deploy"
 MODE="manifests"
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 log() { echo "==> $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 

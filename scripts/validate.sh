@@ -12,7 +12,7 @@
 # Exit status: 0 when every check passed, 1 on any finding.
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 log() { echo "==> $*" >&2; }
 
 STATIC=0

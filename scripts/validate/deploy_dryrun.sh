@@ -6,11 +6,12 @@
 # release (rendered for real with helm template), and --destroy. It proves nothing about a real cluster.
 #
 # Usage: scripts/validate/deploy_dryrun.sh [-h|--help]   (needs kubectl, helm, python3 with PyYAML on PATH)
+
 # Stub bodies are single-quoted on purpose: they expand when the stub runs, not here.
 # shellcheck disable=SC2016
 set -euo pipefail
 
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0; fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SANDBOX="$(mktemp -d)"
