@@ -218,6 +218,18 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_and_cluster_redis_urls_are_accepted() {
+        for url in [
+            "redis://:pw@cache:6379/0",
+            "redis-sentinel://:pw@s1:26379/0?node=s2:26379&sentinelServiceName=aside",
+            "redis-cluster://:pw@c1:6379?node=c2:6379&node=c3:6379",
+        ] {
+            let c = Config::from_vars(&vars(&[("REDIS_URL", url)])).expect(url);
+            assert_eq!(c.redis_url.as_deref(), Some(url));
+        }
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let c =
             Config::from_vars(&vars(&[("API_TOKEN", "s3cret-token"), ("DATABASE_URL", "postgres://u:hunter2@db/x")]))

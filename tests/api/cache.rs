@@ -119,10 +119,7 @@ async fn a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slow_miss_race_is_also_safe_in_process() {
     let (hook, gate) = FillGate::hook("}:body");
-    let mut c = aside::config::Config::from_vars(&Default::default()).expect("defaults");
-    let file = std::env::temp_dir().join(format!("aside-race-{}.db", uuid::Uuid::new_v4().simple()));
-    c.database_url = format!("sqlite://{}?mode=rwc", file.display());
-    c.bind_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut c = crate::helpers::embedded_config();
     c.fill_hook = Some(hook);
     let a = crate::helpers::start(c).await;
     let rec = a.create("race", json!("old")).await;
@@ -289,10 +286,13 @@ async fn cache_disabled_bypasses_reads_but_still_invalidates() {
     let id = rec["id"].as_i64().expect("id");
     on.get_data(id).await;
     assert_eq!(x_cache(&on.get_data(id).await), "HIT");
+    let bypass = "aside_cache_lookups_total{outcome=\"bypass\"}";
+    let before = off.metric(bypass).await;
     for _ in 0..2 {
         assert_eq!(x_cache(&off.get_data(id).await), "BYPASS");
         assert_eq!(x_cache(&off.list_data("").await), "BYPASS");
     }
+    assert_eq!(off.metric(bypass).await - before, 4.0, "one bypass lookup per GET");
     assert_eq!(off.get_json("/ready").await["checks"]["cache"], "disabled");
     // A write through the switched-off replica still invalidates the shared cache.
     off.put_data(id, &json!({"value": "v2"})).await;
@@ -354,4 +354,33 @@ async fn a_frozen_redis_costs_at_most_the_cache_timeout() {
     assert_eq!(app.put_data(id, &json!({"value": 2})).await.status(), 200);
     assert!(t.elapsed() < Duration::from_millis(600), "write took {:?}", t.elapsed());
     proxy.forward();
+}
+
+async fn entries_expire_after_the_ttl(app: TestApp) {
+    let rec = app.create("ttl", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    assert_eq!(x_cache(&app.get_data(id).await), "MISS");
+    assert_eq!(x_cache(&app.get_data(id).await), "HIT");
+    if let Some(url) = app.config.redis_url.as_deref() {
+        let redis = fred::prelude::Client::new(fred::prelude::Config::from_url(url).expect("url"), None, None, None);
+        redis.init().await.expect("redis");
+        let key = format!("{}{{rec:{id}}}:body", app.config.cache_prefix);
+        let pttl: i64 = redis.pttl(&key).await.expect("pttl");
+        assert!((1..=1000).contains(&pttl), "entry TTL is CACHE_TTL_SECONDS, got {pttl} ms");
+        let _ = redis.quit().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(x_cache(&app.get_data(id).await), "MISS", "expired after CACHE_TTL_SECONDS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_cache_ttl_seconds_in_redis() {
+    entries_expire_after_the_ttl(spawn_app_with(|c| c.cache_ttl = Duration::from_secs(1)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_cache_ttl_seconds_in_process() {
+    let mut c = crate::helpers::embedded_config();
+    c.cache_ttl = Duration::from_secs(1);
+    entries_expire_after_the_ttl(crate::helpers::start(c).await).await;
 }

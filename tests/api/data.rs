@@ -363,6 +363,9 @@ async fn writes_need_the_bearer_token_and_401_wins_over_other_errors() {
     ] {
         assert_problem(post(None, ct, body).await.expect("post"), 401).await;
     }
+    // Refusing an unread body closes the connection, and the answer says so (no broken keep-alive).
+    let r = post(None, "application/json", "x".repeat(100_000)).await.expect("post");
+    assert_eq!(header(r.headers(), "connection"), "close");
     let r = app.client.put(app.url("/data/1")).json(&json!({"value": 1})).send().await.expect("put");
     assert_problem(r, 401).await;
     let r = app.client.delete(app.url("/data/1")).send().await.expect("delete");

@@ -84,14 +84,18 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     start(c).await
 }
 
-/// The embedded default: SQLite file + in-process cache, no services at all.
-pub async fn spawn_embedded_app() -> TestApp {
+/// The embedded default: a fresh SQLite file + in-process cache, no services at all.
+pub fn embedded_config() -> Config {
     let mut c = Config::from_vars(&HashMap::new()).expect("defaults");
     let file = std::env::temp_dir().join(format!("aside-test-{}.db", uuid::Uuid::new_v4().simple()));
     c.database_url = format!("sqlite://{}?mode=rwc", file.display());
     c.bind_addr = "127.0.0.1:0".parse().expect("addr");
     c.shutdown_drain = Duration::from_millis(0);
-    start(c).await
+    c
+}
+
+pub async fn spawn_embedded_app() -> TestApp {
+    start(embedded_config()).await
 }
 
 /// Starts an app with exactly this configuration.
