@@ -253,3 +253,33 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     assert!(log["latency_ms"].is_number());
     assert_eq!(log["span"]["request_id"], "trace-me-123");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_by_postgres_are_retried_for_reads_and_never_a_500() {
+    // Postgres restarting (or an admin) terminates every pooled connection: SQLSTATE 57P01.
+    let app = spawn_app_with(|c| c.cache_enabled = false).await;
+    let rec = app.create("terminated", json!(1)).await;
+    let db_name = app.config.database_url.rsplit('/').next().expect("db name").to_owned();
+    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL"))
+        .await
+        .expect("admin connection");
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
+    );
+    use sea_orm::ConnectionTrait;
+    for _ in 0..3 {
+        admin.execute_unprepared(&terminate).await.expect("terminate");
+        // Reads retry once on a fresh connection: the client never notices.
+        assert_eq!(app.get_data(&rec["id"]).await.status(), 200);
+        admin.execute_unprepared(&terminate).await.expect("terminate");
+        assert_eq!(app.list_data("").await.status(), 200);
+        // Writes are not retried (their outcome is unknown), but a dead connection is a 503, not a 500.
+        admin.execute_unprepared(&terminate).await.expect("terminate");
+        let r = app.put_data(&rec["id"], &json!({"value": 2})).await;
+        assert!(r.status() == 200 || r.status() == 503, "got {}", r.status());
+        if r.status() == 503 {
+            assert_problem(r, 503).await;
+        }
+    }
+    let _ = admin.close().await;
+}
