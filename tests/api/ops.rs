@@ -283,3 +283,17 @@ async fn connections_killed_by_postgres_are_retried_for_reads_and_never_a_500() 
     }
     let _ = admin.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_bind_addr_moves_metrics_to_their_own_port() {
+    let app = spawn_app_with(|c| c.metrics_bind_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let port = app.metrics_port.expect("metrics port bound");
+    app.create("own-port", json!(1)).await;
+    // Not on the API port any more (so a NetworkPolicy on the metrics port really limits who reads it).
+    assert_problem(app.client.get(app.url("/metrics")).send().await.expect("get"), 404).await;
+    let text = app.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("get");
+    assert_eq!(text.status(), 200);
+    let text = text.text().await.expect("text");
+    assert!(text.contains(r#"http_route="/data",le="#), "API traffic is measured: {text}");
+    assert!(text.contains("aside_records_created_total 1"));
+}
