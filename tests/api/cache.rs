@@ -156,6 +156,7 @@ async fn concurrent_misses_on_one_key_cause_one_database_read() {
     }
     let after = app.metric("aside_db_queries_total{op=\"get\"}").await;
     assert_eq!(after - before, 1.0, "{N} concurrent misses, one database read");
+    assert_eq!((app.cache.flights(), app.cache.followers()), (0, 0), "no flight outlives its requests");
     assert_eq!(x_cache(&app.get_data(id).await), "HIT");
 }
 
