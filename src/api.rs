@@ -1,7 +1,7 @@
 //! `/data` (contract: "Data endpoints", "The cache"). Reads go through [`Cache::read`], which serves
 //! the exact bytes a miss serialized; writes commit to the database first, then invalidate, then answer.
 
-use std::{marker::PhantomData, sync::Arc};
+use std::{future::Future, marker::PhantomData, sync::Arc};
 
 use bytes::Bytes;
 use poem::{IntoResponse, Response};
@@ -126,6 +126,29 @@ fn read_response<T: Type + Send>(found: (Cached, CacheOutcome), inm: Option<&str
     }
 }
 
+impl DataApi {
+    /// Commits a write, then (if it changed anything) invalidates, on a task of its own: a client that
+    /// disconnects mid-request must not leave a committed write without its invalidation.
+    async fn write<T: Send + 'static>(
+        &self,
+        record: Option<i64>,
+        commit: impl Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
+    ) -> Result<Option<T>, ApiError> {
+        let cache = self.cache.clone();
+        let task = tokio::spawn(async move {
+            let done = commit.await?;
+            if done.is_some() {
+                cache.invalidate(record).await;
+            }
+            Ok(done)
+        });
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "write task failed");
+            Err(ApiError::internal())
+        })
+    }
+}
+
 #[OpenApi(tag = "DataTag::Data")]
 impl DataApi {
     /// Create a record
@@ -135,9 +158,15 @@ impl DataApi {
     #[oai(path = "/data", method = "post", operation_id = "createRecord")]
     async fn create(&self, _auth: WriteAuth, body: Json<NewRecord>) -> Result<CreateResponse, ApiError> {
         let NewRecord { key, value } = body.0;
-        let row = self.store.insert(key, value).await?;
-        self.metrics.record_created();
-        self.cache.invalidate(None).await;
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let row = self
+            .write(None, async move {
+                let row = store.insert(key, value).await?;
+                metrics.record_created();
+                Ok(Some(row))
+            })
+            .await?
+            .ok_or_else(ApiError::internal)?;
         let location = format!("/data/{}", row.id);
         Ok(CreateResponse::Created(JsonBytes::new(serialize(&to_record(row))?.into()), location))
     }
@@ -225,8 +254,9 @@ impl DataApi {
         if id <= 0 {
             return Err(ApiError::not_found(id));
         }
-        let row = self.store.update(id, body.0.value).await?.ok_or_else(|| ApiError::not_found(id))?;
-        self.cache.invalidate(Some(id)).await;
+        let (store, value) = (self.store.clone(), body.0.value);
+        let row = self.write(Some(id), async move { store.update(id, value).await }).await?;
+        let row = row.ok_or_else(|| ApiError::not_found(id))?;
         Ok(RecordResponse::Ok(JsonBytes::new(serialize(&to_record(row))?.into())))
     }
 
@@ -241,11 +271,12 @@ impl DataApi {
         id: Path<i64>,
     ) -> Result<DeleteResponse, ApiError> {
         let id = id.0;
-        if id <= 0 || !self.store.delete(id).await? {
+        if id <= 0 {
             return Err(ApiError::not_found(id));
         }
-        self.cache.invalidate(Some(id)).await;
-        Ok(DeleteResponse::Deleted)
+        let store = self.store.clone();
+        let deleted = self.write(Some(id), async move { Ok(store.delete(id).await?.then_some(())) }).await?;
+        deleted.map(|()| DeleteResponse::Deleted).ok_or_else(|| ApiError::not_found(id))
     }
 }
 
