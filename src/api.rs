@@ -127,8 +127,9 @@ fn read_response<T: Type + Send>(found: (Cached, CacheOutcome), inm: Option<&str
 }
 
 impl DataApi {
-    /// Commits a write, then (if it changed anything) invalidates, on a task of its own: a client that
-    /// disconnects mid-request must not leave a committed write without its invalidation.
+    /// Commits a write, then (if it changed anything) invalidates, on a task of its own: if the request
+    /// future is dropped (the shutdown timeout drops connections still open after drain + 5 s), a
+    /// committed write must still get its invalidation.
     async fn write<T: Send + 'static>(
         &self,
         record: Option<i64>,
