@@ -28,7 +28,8 @@ use tokio::{
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        aside::telemetry::init(aside::config::LogFormat::Text);
+        // Leaked on purpose: the writer guard must outlive every test in the binary.
+        std::mem::forget(aside::telemetry::init(aside::config::LogFormat::Text));
     }
 });
 
