@@ -31,6 +31,11 @@ CONTRACT_METRICS = {
 PROM_BUILTIN = {"up"}
 CONTRACT_ENV = {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_ENABLED", "CACHE_TIMEOUT_MS", "BIND_ADDR",
                 "API_TOKEN", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES", "LOG_FORMAT", "RUST_LOG"}
+# The service's one addition to the contract's env table (README, `aside --help`): /metrics on its own listener,
+# the only way a NetworkPolicy (ports, not paths) can limit /metrics to Prometheus.
+SERVICE_ENV = CONTRACT_ENV | {"METRICS_BIND_ADDR"}
+# The service refuses to start unless these are whole numbers (Helm renders big numbers as 1.048576e+06).
+NUMERIC_ENV = {"CACHE_TTL_SECONDS", "CACHE_TIMEOUT_MS", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES"}
 
 
 class Report:
@@ -84,6 +89,112 @@ def all_containers(spec):
 
 def matches(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def selects(label_selector, labels):
+    """A NetworkPolicy-style LabelSelector: {} selects every pod (matchExpressions are not evaluated here)."""
+    return all(labels.get(k) == v for k, v in ((label_selector or {}).get("matchLabels") or {}).items())
+
+
+def policy_types(n):
+    return n["spec"].get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in n["spec"] else []))
+
+
+def covers(port_entry, name, number):
+    """Does one NetworkPolicy port entry admit TCP to the container port (name, number)?"""
+    if (port_entry.get("protocol") or "TCP") != "TCP":
+        return False
+    if "port" not in port_entry:
+        return True
+    v = port_entry["port"]
+    if isinstance(v, str):
+        return v == name
+    return v <= number <= port_entry.get("endPort", v)
+
+
+def ingress_sources(pols, workloads, labels, port_name, port_number):
+    """Who may connect to pods with `labels` on one port: (reasons it is open beyond the listed pods, {workload})."""
+    isolating = [n for n in pols if selects(n["spec"].get("podSelector"), labels) and "Ingress" in policy_types(n)]
+    wide, peers = [], set()
+    if not isolating:
+        wide.append("no NetworkPolicy isolates these pods for ingress")
+    for n in isolating:
+        for rule in n["spec"].get("ingress") or []:
+            if rule.get("ports") and not any(covers(p, port_name, port_number) for p in rule["ports"]):
+                continue
+            if not rule.get("from"):
+                wide.append(f"{kn(n)} has a rule without `from` (any source)")
+                continue
+            for peer in rule["from"]:
+                if "ipBlock" in peer:
+                    wide.append(f"{kn(n)} admits ipBlock {peer['ipBlock'].get('cidr')}")
+                elif "namespaceSelector" in peer:
+                    wide.append(f"{kn(n)} admits namespaceSelector {peer['namespaceSelector']} (pods of other namespaces)")
+                elif (peer.get("podSelector") or {}).get("matchExpressions"):
+                    wide.append(f"{kn(n)} admits a podSelector with matchExpressions (not evaluated here)")
+                elif not ((peer.get("podSelector") or {}).get("matchLabels")):
+                    wide.append(f"{kn(n)} admits podSelector {{}} (every pod in the namespace)")
+                else:
+                    peers |= {kn(w) for w in workloads if selects(peer["podSelector"], pod_labels(w))}
+    return wide, peers
+
+
+def check_metrics_access(by, workloads, api, c, env, rep):
+    """Contract: only Prometheus reaches /metrics. NetworkPolicies see ports, not paths, so /metrics needs its own
+    port (METRICS_BIND_ADDR, a container port named metrics), kept off NodePorts and Ingresses, and the API pods'
+    ingress policy must admit Prometheus pods, and nothing else, to it; Prometheus' egress must allow it."""
+    where = kn(api)
+    mba = env.get("METRICS_BIND_ADDR")
+    if not mba:
+        rep.add(f"{where}: METRICS_BIND_ADDR unset: /metrics shares the API port, so no NetworkPolicy can limit it to Prometheus")
+        return
+    m = re.fullmatch(r"(.+):(\d+)", mba)
+    bind = re.fullmatch(r"(.+):(\d+)", env.get("BIND_ADDR") or "0.0.0.0:8080")
+    if not m or not bind or m.group(2) == bind.group(2):
+        rep.add(f"{where}: METRICS_BIND_ADDR {mba!r} is not host:port on a port of its own (BIND_ADDR {env.get('BIND_ADDR')!r})")
+        return
+    mport = int(m.group(2))
+    if not any(p.get("name") == "metrics" and p.get("containerPort") == mport for p in c.get("ports") or []):
+        rep.add(f"{where}: no container port {mport} named metrics (METRICS_BIND_ADDR={mba})")
+    labels = pod_labels(api)
+    svcs = by.get("Service", {})
+    for s in svcs.values():
+        if not matches(s["spec"].get("selector"), labels):
+            continue
+        for p in s["spec"].get("ports") or []:
+            if p.get("targetPort", p.get("port")) in ("metrics", mport) and \
+                    (s["spec"].get("type", "ClusterIP") != "ClusterIP" or "nodePort" in p):
+                rep.add(f"{kn(s)}: exposes the metrics port {mport} as {s['spec'].get('type')}: only Prometheus may reach /metrics")
+    for i in by.get("Ingress", {}).values():
+        for r in i["spec"].get("rules") or []:
+            for p in (r.get("http") or {}).get("paths") or []:
+                b = p["backend"]["service"]
+                for sp in (svcs.get(b["name"]) or {}).get("spec", {}).get("ports") or []:
+                    if (sp.get("name") == b["port"].get("name") or sp.get("port") == b["port"].get("number")) \
+                            and sp.get("targetPort") in ("metrics", mport):
+                        rep.add(f"{kn(i)}: routes to the metrics port {mport} outside the cluster")
+    pols = list(by.get("NetworkPolicy", {}).values())
+    if not pols:
+        return  # a render with networkPolicies off: nothing enforces anything (documented)
+    prom = {kn(w): w for w in workloads
+            if any(ct.get("image", "").split(":")[0].endswith("/prometheus") for _, ct in all_containers(pod_spec(w)))}
+    wide, peers = ingress_sources(pols, workloads, labels, "metrics", mport)
+    if wide or peers - set(prom):
+        rep.add(f"{where}: metrics port {mport} is open beyond Prometheus: " + "; ".join(wide + sorted(peers - set(prom))))
+    if prom and not wide and not peers & set(prom):
+        rep.add(f"{where}: no NetworkPolicy admits Prometheus {sorted(prom)} to the metrics port: nothing can scrape it")
+    for name, pw in prom.items():
+        eg = [n for n in pols if selects(n["spec"].get("podSelector"), pod_labels(pw)) and "Egress" in policy_types(n)]
+        ok = not eg or any(
+            (not rule.get("ports") or any(covers(p, "metrics", mport) for p in rule["ports"]))
+            and (not rule.get("to") or any("namespaceSelector" not in t and "ipBlock" not in t and selects(t.get("podSelector"), labels)
+                                           for t in rule["to"]))
+            for n in eg for rule in n["spec"].get("egress") or [])
+        if not ok:
+            rep.add(f"{name}: its NetworkPolicy egress does not allow the API pods' metrics port {mport}: nothing can scrape it")
+    wide_http, _ = ingress_sources(pols, workloads, labels, "http", 8080)
+    if not wide_http:
+        rep.add(f"{where}: the API port http is not open to every source (the NodePort and Traefik need it)")
 
 
 # ---------------------------------------------------------------- k8s: schema + cross-references + hygiene
@@ -235,6 +346,16 @@ def crossref(objs, rep):
             rep.add(f"Deployment/aside: terminationGracePeriodSeconds {grace} <= preStop {pre} + drain {drain} + 5")
         if not pod_spec(api).get("initContainers") and "aside-migrate" not in by.get("Job", {}):
             rep.add("Deployment/aside: no migration init container or Job before serving")
+        env = {}
+        for ef in c.get("envFrom") or []:
+            env.update({k: str(v) for k, v in ((cms.get((ef.get("configMapRef") or {}).get("name")) or {}).get("data") or {}).items()})
+        env.update({e["name"]: str(e["value"]) if "value" in e else None for e in c.get("env") or []})
+        for k, v in env.items():
+            if k not in SERVICE_ENV:
+                rep.add(f"Deployment/aside: env {k} is not one the service reads")
+            if k in NUMERIC_ENV and v is not None and not re.fullmatch(r"[0-9]+", v):
+                rep.add(f"Deployment/aside: {k}={v!r} is not a whole number: the service would refuse to start")
+        check_metrics_access(by, workloads, api, c, env, rep)
     for h in by.get("HorizontalPodAutoscaler", {}).values():
         ref = h["spec"]["scaleTargetRef"]
         tgt = by.get(ref["kind"], {}).get(ref["name"])
@@ -517,26 +638,38 @@ def check_ops(k8s_render):
     if len(sds) != 1 or sds[0].get("role") != "endpointslice" or set(sds[0]) - {"role", "namespaces"} \
             or set(sds[0].get("namespaces") or {}) - {"own_namespace", "names"}:
         rep.add(f"job aside: unexpected kubernetes_sd_configs {sds}")
-    svc = by.get(("Service", "aside"))
+    api = by.get(("Deployment", "aside"))
+    kept = []  # (Service, port) pairs whose endpoints the keep rules let through, evaluated over every Service port
+    for s in (o for o in objs if o["kind"] == "Service"):
+        for port in s["spec"].get("ports") or []:
+            kept.append((s, port))
     for rc in job.get("relabel_configs") or []:
         if rc.get("action", "replace") not in ("replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep", "hashmod"):
             rep.add(f"job aside: bad relabel action {rc.get('action')}")
         for sl in rc.get("source_labels") or []:
             if not sl.startswith(("__meta_kubernetes_endpointslice_", "__meta_kubernetes_service_", "__meta_kubernetes_pod_", "__meta_kubernetes_namespace")):
                 rep.add(f"job aside: source label {sl} is not produced by role endpointslice")
-        if rc.get("action") == "keep" and svc:
-            vals = []
-            for sl in rc["source_labels"]:
+        if rc.get("action") == "keep":
+            def value(svc, port, sl):
                 m = re.fullmatch(r"__meta_kubernetes_service_label_(.+)", sl)
                 if m:
-                    key = next((k for k in svc["metadata"]["labels"] if re.sub(r"[^a-zA-Z0-9_]", "_", k) == m.group(1)), None)
-                    vals.append(svc["metadata"]["labels"].get(key, ""))
-                elif sl == "__meta_kubernetes_endpointslice_port_name":
-                    vals.append(svc["spec"]["ports"][0]["name"])
-                else:
-                    vals.append("")
-            if not re.fullmatch(rc.get("regex", "(.*)"), rc.get("separator", ";").join(vals)):
-                rep.add(f"job aside: keep rule {rc['regex']!r} drops the aside Service ({';'.join(vals)}): nothing would be scraped")
+                    labels = svc["metadata"].get("labels") or {}
+                    key = next((k for k in labels if re.sub(r"[^a-zA-Z0-9_]", "_", k) == m.group(1)), None)
+                    return labels.get(key, "")
+                return {"__meta_kubernetes_endpointslice_port_name": port.get("name", ""),
+                        "__meta_kubernetes_service_name": svc["metadata"]["name"]}.get(sl, "")
+            kept = [(svc, port) for svc, port in kept
+                    if re.fullmatch(rc.get("regex", "(.*)"), rc.get("separator", ";").join(value(svc, port, sl) for sl in rc["source_labels"]))]
+    # What is scraped must be the API pods' metrics port (METRICS_BIND_ADDR), nothing else: /metrics is not on http.
+    names = [f"{kn(svc)} port {port.get('name')}" for svc, port in kept]
+    if not kept:
+        rep.add("job aside: the keep rules drop every Service port in k8s/: nothing would be scraped")
+    for svc, port in kept:
+        if not api or not matches(svc["spec"].get("selector"), pod_labels(api)) or port.get("targetPort") != "metrics":
+            rep.add(f"job aside: keeps {kn(svc)} port {port.get('name')!r} (targetPort {port.get('targetPort')!r}), "
+                    "not the API pods' metrics port: /metrics is served only there")
+    if len(kept) > 1:
+        rep.add(f"job aside: keeps {len(kept)} Service ports ({', '.join(names)}): each pod would be scraped more than once")
     # Rule files: where the cluster mounts them.
     dep = by.get(("Deployment", "aside-prometheus"))
     if dep:
@@ -620,8 +753,22 @@ def check_compose(schema_path):
                 rep.add(f"service {name}: depends_on unknown service {dep}")
     app = services.get("aside", {})
     env = app.get("environment") or {}
-    for k in set(env) - CONTRACT_ENV:
-        rep.add(f"service aside: env {k} is not in the contract")
+    for k in set(env) - SERVICE_ENV:
+        rep.add(f"service aside: env {k} is not one the service reads (contract + METRICS_BIND_ADDR)")
+    # /metrics on its own listener, scraped there by aside-prometheus, never published to the host.
+    m = re.fullmatch(r".+:(\d+)", str(env.get("METRICS_BIND_ADDR", "")))
+    if not m:
+        rep.add("service aside: METRICS_BIND_ADDR unset: /metrics would share the published API port")
+    else:
+        mport = m.group(1)
+        for pub in app.get("ports") or []:
+            if str(pub).rsplit(":", 1)[-1].split("/")[0] == mport:
+                rep.add(f"service aside: publishes the metrics port {mport} ({pub}) to the host")
+        pc = yaml.safe_load(open(os.path.join(ROOT, "ops", "prometheus", "prometheus-compose.yml")))
+        job = next((j for j in pc.get("scrape_configs", []) if j.get("job_name") == "aside"), {})
+        targets = [t for sc in job.get("static_configs") or [] for t in sc.get("targets") or []]
+        if targets != [f"aside:{mport}"]:
+            rep.add(f"prometheus-compose.yml job aside targets {targets}, want the metrics listener aside:{mport}")
     if app.get("healthcheck", {}).get("test") != ["CMD", "/usr/local/bin/aside", "healthcheck"]:
         rep.add("service aside: healthcheck is not the shell-free `aside healthcheck`")
     return rep.done("services")

@@ -2,7 +2,8 @@
 """Traffic and Prometheus HTTP API checks for scripts/validate/realscrape.sh (a real aside, a real Prometheus).
 
   realscrape.py traffic APP_URL TOKEN [--bypass]       bounded CRUD traffic (HIT/MISS/BYPASS, 201/404/409...)
-  realscrape.py check PROM_URL                          target up, every dashboard query + alert metric has data
+  realscrape.py ports APP_URL METRICS_URL                /metrics: 404 problem+json on the API port, served on the metrics port
+  realscrape.py check PROM_URL [SCRAPE_URL]             target up (at SCRAPE_URL), every dashboard query + alert metric has data
   realscrape.py fire PROM_URL APP_URL TOKEN ALERT       5xx traffic (Postgres stopped) until ALERT fires in /api/v1/alerts
 
 Only loopback addresses are used; every loop is bounded in count and time.
@@ -78,6 +79,25 @@ def traffic(app, token, bypass=False):
     return 0
 
 
+def ports(app, metrics):
+    """METRICS_BIND_ADDR as the manifests set it: /metrics only on its own listener (what the NetworkPolicy guards)."""
+    findings = []
+    st, h, body = http("GET", f"{app}/metrics")
+    ctype = {k.lower(): v for k, v in h.items()}.get("content-type", "")
+    if st != 404 or not ctype.startswith("application/problem+json"):
+        findings.append(f"API port {app}/metrics answered {st} {ctype!r}, want 404 problem+json (metrics must not be on it)")
+    st, h, body = http("GET", f"{metrics}/metrics")
+    if st != 200 or b"aside_cache_lookups_total" not in body:
+        findings.append(f"metrics port {metrics}/metrics answered {st} without aside_cache_lookups_total")
+    st, _, _ = http("GET", f"{metrics}/data")
+    if st == 200:
+        findings.append(f"metrics port {metrics}/data answered 200: the API is served on the metrics port")
+    for f in findings:
+        print(f"FINDING realscrape: {f}")
+    print(f"ports: /metrics 404 on the API port, 200 on the metrics port: {len(findings)} findings")
+    return 1 if findings else 0
+
+
 def prom_query(prom, expr):
     url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     st, _, body = http("GET", url, timeout=10)
@@ -101,7 +121,7 @@ def alert_exprs():
             yield r["alert"], r["expr"]
 
 
-def check(prom):
+def check(prom, scrape_url=None):
     findings = []
     deadline = time.time() + 60
     while True:  # wait (bounded) for enough scrapes that rate() has two samples
@@ -110,6 +130,8 @@ def check(prom):
         targets = [t for t in json.loads(body)["data"]["activeTargets"] if t["labels"].get("job") == "aside"] if st == 200 else []
         if not targets or any(t["health"] != "up" for t in targets):
             pending.append(f"target job=aside not up: {[(t['scrapeUrl'], t['health'], t.get('lastError')) for t in targets]}")
+        if scrape_url and [t["scrapeUrl"] for t in targets] != [scrape_url]:
+            pending.append(f"job aside scrapes {[t['scrapeUrl'] for t in targets]}, want only the metrics port {scrape_url}")
         for name, expr in dashboard_queries():
             res, err = prom_query(prom, expr)
             if err or not res:
@@ -133,7 +155,7 @@ def check(prom):
     for f in findings:
         print(f"FINDING realscrape: {f}")
     n_dash = len(list(dashboard_queries()))
-    print(f"check: target up, {n_dash} dashboard queries with data, {len(metrics)} metric names present, "
+    print(f"check: target {scrape_url or ''} up, {n_dash} dashboard queries with data, {len(metrics)} metric names present, "
           f"routes {route_names}: {len(findings)} findings")
     return 1 if findings else 0
 
@@ -164,8 +186,10 @@ def main(argv):
     cmd = argv[1]
     if cmd == "traffic":
         return traffic(argv[2], argv[3], bypass="--bypass" in argv)
+    if cmd == "ports":
+        return ports(argv[2], argv[3])
     if cmd == "check":
-        return check(argv[2])
+        return check(argv[2], argv[3] if len(argv) > 3 else None)
     if cmd == "fire":
         return fire(argv[2], argv[3], argv[4], argv[5])
     return 2
