@@ -108,7 +108,11 @@ impl App {
                     .into_acceptor()
                     .await
                     .map_err(|source| StartupError::Bind { addr, source })?;
-                let ep = Route::new().at("/metrics", get(metrics::metrics_endpoint)).data(metrics.clone()).boxed();
+                let ep = Route::new()
+                    .at("/metrics", get(metrics::metrics_endpoint))
+                    .data(metrics.clone())
+                    .catch_all_error(error::to_problem)
+                    .boxed();
                 Some((acceptor, ep))
             }
         };

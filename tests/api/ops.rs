@@ -296,4 +296,6 @@ async fn metrics_bind_addr_moves_metrics_to_their_own_port() {
     let text = text.text().await.expect("text");
     assert!(text.contains(r#"http_route="/data",le="#), "API traffic is measured: {text}");
     assert!(text.contains("aside_records_created_total 1"));
+    let other = app.client.get(format!("http://127.0.0.1:{port}/data")).send().await.expect("get");
+    assert_problem(other, 404).await;
 }
