@@ -136,13 +136,18 @@ impl DataApi {
         commit: impl Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
     ) -> Result<Option<T>, ApiError> {
         let cache = self.cache.clone();
-        let task = tokio::spawn(async move {
+        let work = async move {
             let done = commit.await?;
             if done.is_some() {
                 cache.invalidate(record).await;
             }
             Ok(done)
-        });
+        };
+        // The spawned task logs under the request's id too.
+        let task = match crate::logging::current_request_id() {
+            Some(id) => tokio::spawn(crate::logging::with_request_id(id, work)),
+            None => tokio::spawn(work),
+        };
         task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "write task failed");
             Err(ApiError::internal())
