@@ -194,14 +194,15 @@ impl DataApi {
         if id <= 0 {
             return Err(ApiError::not_found(id));
         }
-        // Boxed: the read's state machine is large, and poem moves handler futures between its layers.
-        let found = Box::pin(self.cache.read(EntryKey::Record(id), || async {
-            match self.store.get(id).await? {
-                Some(m) => Ok(Some(Cached::new(serialize(&to_record(m))?))),
-                None => Ok(None),
-            }
-        }))
-        .await?;
+        let found = self
+            .cache
+            .read(EntryKey::Record(id), || async {
+                match self.store.get(id).await? {
+                    Some(m) => Ok(Some(Cached::new(serialize(&to_record(m))?))),
+                    None => Ok(None),
+                }
+            })
+            .await?;
         let found = found.ok_or_else(|| ApiError::not_found(id))?;
         Ok(read_response(found, if_none_match.0.as_deref()))
     }
@@ -227,16 +228,18 @@ impl DataApi {
     ) -> Result<ReadResponse<RecordPage>, ApiError> {
         let (limit, after, key) = (limit.0, after.0, key.0.map(|k| k.0));
         let entry = EntryKey::Page { after, limit, key: key.clone() };
-        let found = Box::pin(self.cache.read(entry, || async {
-            let mut rows = self.store.list(after, limit, key.as_deref()).await?;
-            let more = rows.len() as u64 > limit;
-            rows.truncate(limit as usize);
-            let next_after = if more { rows.last().map(|r| r.id) } else { None };
-            let page = RecordPage { items: rows.into_iter().map(to_record).collect(), next_after };
-            Ok(Some(Cached::new(serialize(&page)?)))
-        }))
-        .await?
-        .ok_or_else(ApiError::internal)?;
+        let found = self
+            .cache
+            .read(entry, || async {
+                let mut rows = self.store.list(after, limit, key.as_deref()).await?;
+                let more = rows.len() as u64 > limit;
+                rows.truncate(limit as usize);
+                let next_after = if more { rows.last().map(|r| r.id) } else { None };
+                let page = RecordPage { items: rows.into_iter().map(to_record).collect(), next_after };
+                Ok(Some(Cached::new(serialize(&page)?)))
+            })
+            .await?
+            .ok_or_else(ApiError::internal)?;
         Ok(read_response(found, if_none_match.0.as_deref()))
     }
 

@@ -35,7 +35,7 @@ pub struct WriteGuard {
 
 impl WriteGuard {
     /// Runs the checks, then the inner endpoint.
-    pub async fn call<E: Endpoint>(self: Arc<Self>, ep: Arc<E>, mut req: Request) -> Result<Response> {
+    pub async fn call<E: Endpoint>(self: Arc<Self>, ep: Arc<E>, req: Request) -> Result<Response> {
         let path = req.uri().path();
         let route = match path {
             "/data" => "/data",
@@ -46,6 +46,17 @@ impl WriteGuard {
         if !matches!(method, Method::POST | Method::PUT | Method::DELETE | Method::PATCH) {
             return ep.call(req).await.map(IntoResponse::into_response);
         }
+        // Boxed so reads, which skip all of this, carry a small future (see cache::Cache::read).
+        Box::pin(self.check_write(ep, req, route, method)).await
+    }
+
+    async fn check_write<E: Endpoint>(
+        &self,
+        ep: Arc<E>,
+        mut req: Request,
+        route: &'static str,
+        method: Method,
+    ) -> Result<Response> {
         // Rejections that leave a body on the connection drain (discard, never buffer or parse) up to
         // LINGER_CAP of it first and answer `Connection: close`: closing a socket with unread data
         // makes the kernel send RST, and the client could lose our answer while still uploading.
