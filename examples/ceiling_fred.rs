@@ -22,17 +22,12 @@ fn body_for(id: i64) -> String {
 
 #[handler]
 async fn record(Path(id): Path<i64>, pool: Data<&Pool>) -> Response {
-    match pool
-        .get::<Option<Bytes>, _>(format!("ceiling:rec:{id}"))
-        .await
-    {
-        Ok(Some(bytes)) => Response::builder()
-            .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-            .body(bytes),
+    match pool.get::<Option<Bytes>, _>(format!("ceiling:rec:{id}")).await {
+        Ok(Some(bytes)) => {
+            Response::builder().header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(bytes)
+        }
         Ok(None) => Response::builder().status(StatusCode::NOT_FOUND).finish(),
-        Err(e) => Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .body(e.to_string()),
+        Err(e) => Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(e.to_string()),
     }
 }
 
@@ -46,10 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = Builder::from_config(Config::from_url(&url)?).build_pool(size)?;
     pool.init().await?;
     for chunk in (1..=keys).collect::<Vec<_>>().chunks(1000) {
-        let pairs: Vec<(String, String)> = chunk
-            .iter()
-            .map(|id| (format!("ceiling:rec:{id}"), body_for(*id)))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            chunk.iter().map(|id| (format!("ceiling:rec:{id}"), body_for(*id))).collect();
         let _: () = pool.mset(pairs).await?;
     }
     println!("ceiling_fred listening on {addr} ({keys} keys, pool {size})");

@@ -16,18 +16,13 @@ const BODY: &str = r#"{"id":4242,"key":"bench:000004242","value":{"n":4242,"name
 fn record(Path(id): Path<i64>) -> Response {
     // Parse the id like the real route does, so routing + extraction are part of the ceiling.
     let _ = id;
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .body(BODY)
+    Response::builder().header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(BODY)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8091".into());
-    println!(
-        "ceiling_poem listening on {addr} ({} byte body)",
-        BODY.len()
-    );
+    println!("ceiling_poem listening on {addr} ({} byte body)", BODY.len());
     let app = Route::new().at("/data/:id", get(record));
     Server::new(TcpListener::bind(addr)).run(app).await
 }

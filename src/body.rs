@@ -36,31 +36,44 @@ impl WriteGuard {
         if !matches!(method, Method::POST | Method::PUT | Method::DELETE | Method::PATCH) {
             return ep.call(req).await.map(IntoResponse::into_response);
         }
-        let reject = |status: StatusCode, detail: String| {
+        // A body we refuse to read is left on the connection, so the server will close it; say so, so
+        // clients do not reuse it for their next request.
+        let unread_body = req.header(header::TRANSFER_ENCODING).is_some()
+            || req.header(header::CONTENT_LENGTH).is_some_and(|v| v.trim() != "0");
+        let reject = |status: StatusCode, detail: String, body_unread: bool| {
             let mut resp = Problem::new(status, detail).into_response();
             resp.set_data(RouteLabel(route));
+            if body_unread {
+                resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            }
             Ok(resp)
         };
         if !auth::authorized(self.api_token.as_deref(), req.headers().get(header::AUTHORIZATION)) {
-            return reject(StatusCode::UNAUTHORIZED, "writes need `Authorization: Bearer <API_TOKEN>`".into());
+            return reject(
+                StatusCode::UNAUTHORIZED,
+                "writes need `Authorization: Bearer <API_TOKEN>`".into(),
+                unread_body,
+            );
         }
         if method != Method::DELETE {
             let too_large = || format!("request body is larger than MAX_BODY_BYTES ({} bytes)", self.max_body_bytes);
             let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-                return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large());
+                return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large(), true);
             }
             let body = match req.take_body().into_bytes_limit(self.max_body_bytes).await {
                 Ok(b) => b,
-                Err(ReadBodyError::PayloadTooLarge) => return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large()),
-                Err(e) => return reject(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+                Err(ReadBodyError::PayloadTooLarge) => return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large(), true),
+                Err(e) => {
+                    return reject(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"), true);
+                }
             };
             // Only JSON bodies are inspected; anything else reaches the handler and gets its 415.
             let is_json = req.content_type().and_then(|c| c.parse::<mime::Mime>().ok()).is_some_and(|m| {
                 m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
             });
             if is_json && let Some(detail) = model::json_text_problem(&body) {
-                return reject(StatusCode::BAD_REQUEST, detail);
+                return reject(StatusCode::BAD_REQUEST, detail, false);
             }
             req.set_body(body);
         }

@@ -109,6 +109,10 @@ impl Config {
 
         let redis_url = get("REDIS_URL");
         if let Some(url) = &redis_url {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            if !matches!(scheme, "redis" | "redis-sentinel" | "redis-cluster") {
+                return Err(bad("REDIS_URL", "must start with redis://, redis-sentinel:// or redis-cluster://"));
+            }
             // Parse with the same code the client will use, so start-up fails here, not on first use.
             fred::types::config::Config::from_url(url).map_err(|e| bad("REDIS_URL", e.details().to_string()))?;
         }

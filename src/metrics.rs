@@ -85,12 +85,23 @@ impl Metrics {
     }
 
     /// Records one HTTP request.
-    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn http_request(&self, method: &poem::http::Method, route: &'static str, status: u16, seconds: f64) {
+        // Static strings: no allocation per request on the hot path.
+        let method: &'static str = match *method {
+            poem::http::Method::GET => "GET",
+            poem::http::Method::POST => "POST",
+            poem::http::Method::PUT => "PUT",
+            poem::http::Method::DELETE => "DELETE",
+            poem::http::Method::HEAD => "HEAD",
+            poem::http::Method::OPTIONS => "OPTIONS",
+            poem::http::Method::PATCH => "PATCH",
+            _ => "_OTHER",
+        };
         self.0.http_duration.record(
             seconds,
             &[
-                KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("http.route", route.to_owned()),
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("http.route", route),
                 KeyValue::new("http.response.status_code", i64::from(status)),
             ],
         );
@@ -162,7 +173,7 @@ mod tests {
     #[test]
     fn exported_names_match_the_contract() {
         let m = Metrics::new().expect("metrics");
-        m.http_request("GET", "/data/{id}", 200, 0.001);
+        m.http_request(&poem::http::Method::GET, "/data/{id}", 200, 0.001);
         let text = String::from_utf8(m.render().expect("render")).expect("utf8");
         for name in [
             "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/data/{id}\"",

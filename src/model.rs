@@ -67,7 +67,10 @@ impl Example for RecordPage {
 #[oai(deny_unknown_fields, example)]
 pub struct NewRecord {
     /// Unique key, 1..=200 characters, no control characters; stored exactly as sent.
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
+    #[oai(
+        validator(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
+        deserialize_with = "key_string"
+    )]
     pub key: String,
     /// Any JSON value (`null` included); required.
     #[oai(deserialize_with = "required_value")]
@@ -98,6 +101,29 @@ impl Example for RecordUpdate {
 // poem-openapi reads a missing `Value` field as null; the contract makes `value` required.
 fn required_value(v: Option<Value>) -> ParseResult<Value> {
     v.ok_or_else(|| ParseError::custom("field `value` is required (send `\"value\": null` for null)"))
+}
+
+// poem-openapi would turn `"key": 5` into "5"; the contract says a schema violation is a 400.
+fn key_string(v: Option<Value>) -> ParseResult<String> {
+    match v {
+        Some(Value::String(s)) => match key_problem(&s) {
+            None => Ok(s),
+            Some(problem) => Err(ParseError::custom(problem)),
+        },
+        Some(other) => Err(ParseError::custom(format!("`key` must be a string, got {}", json_kind(&other)))),
+        None => Err(ParseError::custom("field `key` is required")),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Checks a key beyond what the schema validators cover; returns the problem detail if invalid.

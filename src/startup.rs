@@ -81,7 +81,7 @@ impl App {
         migration::run(&config).await?;
         let db = db::connect(&config).await?;
         let store = Store::new(db.clone(), metrics.clone());
-        let cache = Cache::new(&config, metrics.clone()).map_err(StartupError::Cache)?;
+        let cache = Cache::new(&config, metrics.clone()).await.map_err(StartupError::Cache)?;
         let draining = Arc::new(AtomicBool::new(false));
 
         let data = DataApi { store: store.clone(), cache: cache.clone(), metrics: metrics.clone() };

@@ -64,7 +64,7 @@ impl Observe {
         };
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
-        self.metrics.http_request(method.as_str(), route, status, elapsed.as_secs_f64());
+        self.metrics.http_request(&method, route, status, elapsed.as_secs_f64());
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(REQUEST_ID, v);
         }

@@ -162,10 +162,10 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Connects to Redis (in the background: start-up never waits for it) or builds the in-process store.
-    pub fn new(config: &Config, metrics: Metrics) -> Result<Arc<Self>, String> {
+    /// Connects to Redis (waiting at most a second) or builds the in-process store.
+    pub async fn new(config: &Config, metrics: Metrics) -> Result<Arc<Self>, String> {
         let backend = match &config.redis_url {
-            Some(url) => Backend::Redis(redis::RedisStore::connect(url, config.cache_ttl, config.cache_timeout)?),
+            Some(url) => Backend::Redis(redis::RedisStore::connect(url, config.cache_ttl, config.cache_timeout).await?),
             None => Backend::Memory(memory::MemoryStore::new(config.cache_ttl)),
         };
         let cache = Arc::new(Self {

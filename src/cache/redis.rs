@@ -40,8 +40,9 @@ pub(super) struct RedisStore {
 }
 
 impl RedisStore {
-    /// Builds the pool and starts connecting in the background; never waits for Redis.
-    pub(super) fn connect(url: &str, ttl: Duration, timeout: Duration) -> Result<Self, String> {
+    /// Builds the pool and connects, waiting at most a second: a Redis that is down at start-up only
+    /// means BYPASS until the background reconnect succeeds.
+    pub(super) async fn connect(url: &str, ttl: Duration, timeout: Duration) -> Result<Self, String> {
         let mut cfg = Config::from_url(url).map_err(|e| format!("REDIS_URL: {}", e.details()))?;
         // fail_fast=false keeps the client reconnecting instead of dying after a failed first connect.
         cfg.fail_fast = false;
@@ -61,6 +62,9 @@ impl RedisStore {
             .build_pool(2)
             .map_err(|e| format!("REDIS_URL: {}", e.details()))?;
         let _connection_task = pool.connect();
+        if tokio::time::timeout(Duration::from_secs(1), pool.wait_for_connect()).await.is_err() {
+            tracing::warn!("Redis not reachable at start-up; serving from the database until it is");
+        }
         let fast = Options { fail_fast: true, timeout: Some(timeout), max_attempts: Some(1), ..Default::default() };
         Ok(Self { pool, ttl, timeout, fast, fill_script: Script::from_lua(FILL_IF_TOKEN) })
     }

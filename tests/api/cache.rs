@@ -1,0 +1,383 @@
+//! Contract: "The cache" — HIT/MISS/BYPASS, read-your-writes on every replica (including the slow-miss
+//! race and token eviction), single-flight, Redis outages, the kill switch, and the cache metrics.
+
+use std::time::{Duration, Instant};
+
+use fred::prelude::{ClientLike, KeysInterface};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    FillGate, OwnRedis, Proxy, TestApp, eventually, header, socket_of, spawn_app, spawn_app_with, spawn_embedded_app,
+    via_proxy, x_cache,
+};
+
+async fn body(r: reqwest::Response) -> Value {
+    r.json().await.expect("json")
+}
+
+async fn cache_aside_flow(app: TestApp) {
+    let rec = app.create("flow", json!({"v": 1})).await;
+    let id = &rec["id"];
+    let miss = app.get_data(id).await;
+    assert_eq!(x_cache(&miss), "MISS");
+    let (etag, miss_bytes) = (header(miss.headers(), "etag"), miss.bytes().await.expect("bytes"));
+    let hit = app.get_data(id).await;
+    assert_eq!(x_cache(&hit), "HIT");
+    assert_eq!(header(hit.headers(), "etag"), etag);
+    assert_eq!(hit.bytes().await.expect("bytes"), miss_bytes, "a HIT sends the bytes the MISS sent");
+    // Lists and key lookups are cached too, and each write invalidates them.
+    assert_eq!(x_cache(&app.list_data("limit=10").await), "MISS");
+    assert_eq!(x_cache(&app.list_data("limit=10").await), "HIT");
+    assert_eq!(x_cache(&app.list_data("key=flow").await), "MISS");
+    assert_eq!(x_cache(&app.list_data("key=flow").await), "HIT");
+    app.create("flow2", json!(2)).await;
+    let page = app.list_data("limit=10").await;
+    assert_eq!(x_cache(&page), "MISS", "POST invalidates every page");
+    assert_eq!(body(page).await["items"].as_array().map(Vec::len), Some(2));
+    app.put_data(id, &json!({"value": {"v": 2}})).await;
+    let after_put = app.get_data(id).await;
+    assert_eq!(x_cache(&after_put), "MISS");
+    assert_eq!(body(after_put).await["value"], json!({"v": 2}));
+    let by_key = app.list_data("key=flow").await;
+    assert_eq!(body(by_key).await["items"][0]["value"], json!({"v": 2}), "PUT invalidates key lookups");
+    app.delete_data(id).await;
+    assert_eq!(app.get_data(id).await.status(), 404);
+    assert_eq!(body(app.list_data("key=flow").await).await["items"], json!([]), "DELETE invalidates key lookups");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_miss_then_hit_and_writes_invalidate_with_postgres_and_redis() {
+    cache_aside_flow(spawn_app().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_miss_then_hit_and_writes_invalidate_embedded() {
+    cache_aside_flow(spawn_embedded_app().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_one_replica_are_seen_by_a_second_replica_at_once() {
+    // Arrange: two replicas sharing Postgres and Redis; B has the record and page cached.
+    let a = spawn_app().await;
+    let b = a.peer().await;
+    let rec = a.create("shared", json!("v1")).await;
+    let id = &rec["id"];
+    b.get_data(id).await;
+    assert_eq!(x_cache(&b.get_data(id).await), "HIT");
+    b.list_data("limit=5").await;
+    b.list_data("key=shared").await;
+    // Act + Assert: each write through A is visible on B's very next read.
+    a.put_data(id, &json!({"value": "v2"})).await;
+    assert_eq!(body(b.get_data(id).await).await["value"], "v2", "PUT seen by the peer");
+    assert_eq!(body(b.list_data("key=shared").await).await["items"][0]["value"], "v2");
+    a.create("shared-2", json!(2)).await;
+    assert_eq!(body(b.list_data("limit=5").await).await["items"].as_array().map(Vec::len), Some(2), "POST seen");
+    a.delete_data(id).await;
+    assert_eq!(b.get_data(id).await.status(), 404, "DELETE seen by the peer");
+    assert_eq!(body(b.list_data("key=shared").await).await["items"], json!([]));
+    // And B's HIT carries the same ETag as A's MISS.
+    let r = a.create("etag-shared", json!(1)).await;
+    let a_miss = a.get_data(&r["id"]).await;
+    b.get_data(&r["id"]).await;
+    let b_hit = b.get_data(&r["id"]).await;
+    assert_eq!(x_cache(&b_hit), "HIT");
+    assert_eq!(header(a_miss.headers(), "etag"), header(b_hit.headers(), "etag"));
+}
+
+async fn slow_miss_race(a: TestApp, gate: FillGate, writer: &TestApp) {
+    let rec = writer.create("race", json!("old")).await;
+    let id = rec["id"].as_i64().expect("id");
+    // R misses and reads "old" from the database, then parks just before filling the cache.
+    let reader = {
+        let (client, url) = (a.client.clone(), a.url(&format!("/data/{id}")));
+        tokio::spawn(async move { client.get(url).send().await.expect("get").json::<Value>().await.expect("json") })
+    };
+    gate.reached.notified().await;
+    // W commits "new" and answers while R is parked.
+    let w = writer.put_data(id, &json!({"value": "new"})).await;
+    assert_eq!(w.status(), 200);
+    // R resumes and tries to fill with "old"; it may answer "old" (it began before W answered) ...
+    gate.release.notify_one();
+    let r = reader.await.expect("reader");
+    assert_eq!(r["value"], "old");
+    // ... but no read that starts after W answered may see "old", on either replica, ever.
+    for app in [&a, writer, &a] {
+        let resp = app.get_data(id).await;
+        assert_eq!(body(resp).await["value"], "new");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
+    let (hook, gate) = FillGate::hook("}:body");
+    let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let b = a.peer().await;
+    slow_miss_race(a, gate, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_miss_race_is_also_safe_in_process() {
+    let (hook, gate) = FillGate::hook("}:body");
+    let mut c = crate::helpers::embedded_config();
+    c.fill_hook = Some(hook);
+    let a = crate::helpers::start(c).await;
+    let rec = a.create("race", json!("old")).await;
+    let id = rec["id"].as_i64().expect("id");
+    let reader = {
+        let (client, url) = (a.client.clone(), a.url(&format!("/data/{id}")));
+        tokio::spawn(async move { client.get(url).send().await.expect("get").json::<Value>().await.expect("json") })
+    };
+    gate.reached.notified().await;
+    assert_eq!(a.put_data(id, &json!({"value": "new"})).await.status(), 200);
+    gate.release.notify_one();
+    assert_eq!(reader.await.expect("reader")["value"], "old");
+    assert_eq!(body(a.get_data(id).await).await["value"], "new");
+    assert_eq!(body(a.get_data(id).await).await["value"], "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_on_one_key_cause_one_database_read() {
+    // Arrange: the first miss parks before its fill until every other request has joined it.
+    let (hook, gate) = FillGate::hook("}:body");
+    let app = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let rec = app.create("stampede", json!("hot")).await;
+    let id = rec["id"].as_i64().expect("id");
+    let before = app.metric("aside_db_queries_total{op=\"get\"}").await;
+    const N: usize = 25;
+    // Act
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let (client, url) = (app.client.clone(), app.url(&format!("/data/{id}")));
+        tasks.push(tokio::spawn(async move {
+            let r = client.get(url).send().await.expect("get");
+            (x_cache(&r), r.json::<Value>().await.expect("json"))
+        }));
+    }
+    gate.reached.notified().await;
+    let joined = eventually(Duration::from_secs(10), || async { app.cache.followers() == N - 1 }).await;
+    assert!(joined.is_some(), "followers joined: {}", app.cache.followers());
+    gate.release.notify_one();
+    // Assert
+    for t in tasks {
+        let (xc, v) = t.await.expect("task");
+        assert_eq!(xc, "MISS");
+        assert_eq!(v["value"], "hot");
+    }
+    let after = app.metric("aside_db_queries_total{op=\"get\"}").await;
+    assert_eq!(after - before, 1.0, "{N} concurrent misses, one database read");
+    assert_eq!(x_cache(&app.get_data(id).await), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_token_never_lets_an_old_entry_hit() {
+    // Redis with allkeys-lru may evict a token while entries stamped with it survive (cache-design
+    // trap 2). Evict tokens by hand, change the database behind the cache's back, and read.
+    let app = spawn_app().await;
+    let rec = app.create("evict", json!("v1")).await;
+    let id = rec["id"].as_i64().expect("id");
+    app.get_data(id).await;
+    assert_eq!(x_cache(&app.get_data(id).await), "HIT");
+    let redis = fred::prelude::Client::new(
+        fred::prelude::Config::from_url(app.config.redis_url.as_deref().expect("redis")).expect("url"),
+        None,
+        None,
+        None,
+    );
+    redis.init().await.expect("redis");
+    let tok = format!("{}{{rec:{id}}}:tok", app.config.cache_prefix);
+    for _ in 0..3 {
+        let deleted: i64 = redis.del(&tok).await.expect("del");
+        assert_eq!(deleted, 1, "the token key exists under the documented name");
+        let r = app.get_data(id).await;
+        assert_eq!(x_cache(&r), "MISS", "a recreated token never matches an entry stamped before");
+        assert_eq!(x_cache(&app.get_data(id).await), "HIT");
+    }
+    // The same with a write that bypasses the cache: only a MISS could show it, and one does.
+    app.db.execute_unprepared(&format!("UPDATE records SET value = '\"v2\"' WHERE id = {id}")).await.expect("update");
+    let _: i64 = redis.del(&tok).await.expect("del");
+    assert_eq!(body(app.get_data(id).await).await["value"], "v2");
+    let _ = redis.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_test_gives_bypass_fast_then_hits_again_when_it_returns() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(|c| c.redis_url = Some(url)).await;
+    let rec = app.create("outage", json!("v1")).await;
+    let id = rec["id"].as_i64().expect("id");
+    eventually(Duration::from_secs(5), || async { x_cache(&app.get_data(id).await) == "HIT" })
+        .await
+        .expect("HIT while Redis is up");
+    let errors_before = app.metric("aside_cache_errors_total").await;
+
+    redis.kill();
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = app.get_data(id).await;
+        worst = worst.max(t.elapsed());
+        assert_eq!(r.status(), 200);
+        assert_eq!(x_cache(&r), "BYPASS");
+    }
+    assert!(worst < Duration::from_millis(500), "BYPASS must be fast, worst was {worst:?}");
+    // Writes still succeed while Redis is down, and this replica never serves the old value.
+    let t = Instant::now();
+    assert_eq!(app.put_data(id, &json!({"value": "v2"})).await.status(), 200);
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert_eq!(body(app.get_data(id).await).await["value"], "v2");
+    assert_eq!(app.get_json("/ready").await["checks"]["cache"], "degraded");
+    assert!(app.metric("aside_cache_errors_total").await > errors_before, "errors are counted");
+
+    redis.restart().await;
+    let back = eventually(Duration::from_secs(5), || async {
+        let r = app.get_data(id).await;
+        x_cache(&r) == "HIT" && body(r).await["value"] == "v2"
+    })
+    .await;
+    assert!(back.is_some(), "cache used again within 5 s of Redis returning");
+    assert_eq!(app.get_json("/ready").await["checks"]["cache"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_reach_redis_is_applied_before_the_writer_reads_the_cache_again() {
+    // A reaches Redis through a proxy we can cut; B reaches it directly.
+    let redis_url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)");
+    let proxy = Proxy::start(socket_of(&redis_url)).await;
+    let via = via_proxy(&redis_url, proxy.port);
+    let a = spawn_app_with(|c| c.redis_url = Some(via)).await;
+    let b = a.peer_with(|c| c.redis_url = Some(redis_url.clone())).await;
+    let rec = a.create("pending", json!("v1")).await;
+    let id = rec["id"].as_i64().expect("id");
+    b.get_data(id).await;
+    assert_eq!(x_cache(&b.get_data(id).await), "HIT");
+
+    // Act: A loses Redis and writes; the invalidation cannot be delivered.
+    proxy.refuse();
+    assert_eq!(a.put_data(id, &json!({"value": "v2"})).await.status(), 200);
+    // A itself never serves v1, even though v1 is still cached in Redis.
+    for _ in 0..3 {
+        let r = a.get_data(id).await;
+        assert_eq!(x_cache(&r), "BYPASS");
+        assert_eq!(body(r).await["value"], "v2");
+    }
+    // (B may serve v1 for at most the TTL: the contract's one exception.)
+
+    // Redis reachable again: A delivers the pending invalidation promptly (background retry), so B
+    // stops serving v1 without waiting for the TTL.
+    proxy.forward();
+    let healed =
+        eventually(Duration::from_secs(5), || async { body(b.get_data(id).await).await["value"] == "v2" }).await;
+    assert!(healed.is_some(), "pending invalidation delivered after Redis returned");
+    let a_back = eventually(Duration::from_secs(5), || async {
+        let r = a.get_data(id).await;
+        x_cache(&r) != "BYPASS" && body(r).await["value"] == "v2"
+    })
+    .await;
+    assert!(a_back.is_some(), "the writer uses the cache again within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_disabled_bypasses_reads_but_still_invalidates() {
+    let on = spawn_app().await;
+    let off = on.peer_with(|c| c.cache_enabled = false).await;
+    let rec = on.create("kill-switch", json!("v1")).await;
+    let id = rec["id"].as_i64().expect("id");
+    on.get_data(id).await;
+    assert_eq!(x_cache(&on.get_data(id).await), "HIT");
+    for _ in 0..2 {
+        assert_eq!(x_cache(&off.get_data(id).await), "BYPASS");
+        assert_eq!(x_cache(&off.list_data("").await), "BYPASS");
+    }
+    assert_eq!(off.get_json("/ready").await["checks"]["cache"], "disabled");
+    // A write through the switched-off replica still invalidates the shared cache.
+    off.put_data(id, &json!({"value": "v2"})).await;
+    assert_eq!(body(on.get_data(id).await).await["value"], "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_metrics_match_x_cache_and_count_invalidations_and_queries() {
+    let app = spawn_app().await;
+    let m = |s: &'static str| app.metric(s);
+    let (hit0, miss0, inv0, created0) = (
+        m("aside_cache_lookups_total{outcome=\"hit\"}").await,
+        m("aside_cache_lookups_total{outcome=\"miss\"}").await,
+        m("aside_cache_invalidations_total").await,
+        m("aside_records_created_total").await,
+    );
+    let rec = app.create("metrics", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    let mut seen = std::collections::HashMap::<String, f64>::new();
+    for _ in 0..3 {
+        *seen.entry(x_cache(&app.get_data(id).await)).or_default() += 1.0;
+    }
+    *seen.entry(x_cache(&app.list_data("").await)).or_default() += 1.0;
+    app.put_data(id, &json!({"value": 2})).await;
+    app.delete_data(id).await;
+    assert_eq!(m("aside_cache_lookups_total{outcome=\"hit\"}").await - hit0, seen["HIT"]);
+    assert_eq!(m("aside_cache_lookups_total{outcome=\"miss\"}").await - miss0, seen["MISS"]);
+    assert!(m("aside_cache_invalidations_total").await - inv0 >= 3.0, "at least one per write");
+    assert_eq!(m("aside_records_created_total").await - created0, 1.0);
+    for op in ["get", "list", "insert", "update", "delete"] {
+        let series = format!("aside_db_queries_total{{op=\"{op}\"}}");
+        assert!(app.metric(&series).await >= 1.0, "{series}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_at_most_the_cache_timeout() {
+    // Black-holed Redis (no RST, no answers): each cache command is capped by CACHE_TIMEOUT_MS.
+    let redis_url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)");
+    let proxy = Proxy::start(socket_of(&redis_url)).await;
+    let via = via_proxy(&redis_url, proxy.port);
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(via);
+        c.cache_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let rec = app.create("frozen", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    app.get_data(id).await;
+    proxy.blackhole();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = app.get_data(id).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(x_cache(&r), "BYPASS");
+        assert!(t.elapsed() < Duration::from_millis(600), "took {:?}", t.elapsed());
+    }
+    let t = Instant::now();
+    assert_eq!(app.put_data(id, &json!({"value": 2})).await.status(), 200);
+    assert!(t.elapsed() < Duration::from_millis(600), "write took {:?}", t.elapsed());
+    proxy.forward();
+}
+
+async fn entries_expire_after_the_ttl(app: TestApp) {
+    let rec = app.create("ttl", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    assert_eq!(x_cache(&app.get_data(id).await), "MISS");
+    assert_eq!(x_cache(&app.get_data(id).await), "HIT");
+    if let Some(url) = app.config.redis_url.as_deref() {
+        let redis = fred::prelude::Client::new(fred::prelude::Config::from_url(url).expect("url"), None, None, None);
+        redis.init().await.expect("redis");
+        let key = format!("{}{{rec:{id}}}:body", app.config.cache_prefix);
+        let pttl: i64 = redis.pttl(&key).await.expect("pttl");
+        assert!((1..=1000).contains(&pttl), "entry TTL is CACHE_TTL_SECONDS, got {pttl} ms");
+        let _ = redis.quit().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(x_cache(&app.get_data(id).await), "MISS", "expired after CACHE_TTL_SECONDS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_cache_ttl_seconds_in_redis() {
+    entries_expire_after_the_ttl(spawn_app_with(|c| c.cache_ttl = Duration::from_secs(1)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_cache_ttl_seconds_in_process() {
+    let mut c = crate::helpers::embedded_config();
+    c.cache_ttl = Duration::from_secs(1);
+    entries_expire_after_the_ttl(crate::helpers::start(c).await).await;
+}

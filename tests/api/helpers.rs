@@ -1,0 +1,413 @@
+//! `spawn_app` and friends: real servers, fresh state per test, and the fault injectors the
+//! resilience tests need (a TCP proxy that can refuse or black-hole, a killable redis-server).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use aside::{
+    cache::Cache,
+    config::{Config, FillHook},
+    startup::{App, StopHandle},
+};
+use reqwest::{Client, Response, header::HeaderMap};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        aside::telemetry::init(aside::config::LogFormat::Text);
+    }
+});
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts throwaway Postgres and Redis")
+    })
+}
+
+/// A running app and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: String,
+    pub port: u16,
+    pub client: Client,
+    pub config: Config,
+    pub cache: Arc<Cache>,
+    pub db: DatabaseConnection,
+    pub stop: StopHandle,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A fresh Postgres database (name and URL) on the throwaway server.
+pub async fn fresh_database() -> String {
+    let admin_url = required_env("TEST_DATABASE_URL");
+    let name = format!("aside_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
+    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+    let _ = admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL has a database path");
+    format!("{base}/{name}")
+}
+
+/// Base configuration: fresh Postgres database, shared Redis under a fresh key prefix, random port.
+pub async fn test_config() -> Config {
+    let mut c = Config::from_vars(&HashMap::new()).expect("defaults");
+    c.database_url = fresh_database().await;
+    c.redis_url = Some(required_env("TEST_REDIS_URL"));
+    c.bind_addr = "127.0.0.1:0".parse().expect("addr");
+    c.cache_prefix = format!("aside:test:{}:", uuid::Uuid::new_v4().simple());
+    c.shutdown_drain = Duration::from_millis(0);
+    c
+}
+
+/// Postgres + Redis.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Postgres + Redis, with the configuration adjusted first.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut c = test_config().await;
+    tweak(&mut c);
+    start(c).await
+}
+
+/// The embedded default: a fresh SQLite file + in-process cache, no services at all.
+pub fn embedded_config() -> Config {
+    let mut c = Config::from_vars(&HashMap::new()).expect("defaults");
+    let file = std::env::temp_dir().join(format!("aside-test-{}.db", uuid::Uuid::new_v4().simple()));
+    c.database_url = format!("sqlite://{}?mode=rwc", file.display());
+    c.bind_addr = "127.0.0.1:0".parse().expect("addr");
+    c.shutdown_drain = Duration::from_millis(0);
+    c
+}
+
+pub async fn spawn_embedded_app() -> TestApp {
+    start(embedded_config()).await
+}
+
+/// Starts an app with exactly this configuration.
+pub async fn start(config: Config) -> TestApp {
+    LazyLock::force(&TRACING);
+    let app = App::build(config.clone()).await.expect("app builds");
+    let port = app.port();
+    let (cache, db, stop) = (app.cache(), app.db(), app.stop_handle());
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr: format!("http://127.0.0.1:{port}"),
+        port,
+        client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        config,
+        cache,
+        db,
+        stop,
+        task,
+    }
+}
+
+impl TestApp {
+    /// A second replica sharing this one's database, Redis and key prefix.
+    pub async fn peer(&self) -> TestApp {
+        self.peer_with(|_| {}).await
+    }
+
+    pub async fn peer_with(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut c = self.config.clone();
+        c.fill_hook = None;
+        tweak(&mut c);
+        start(c).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.addr)
+    }
+
+    fn token_header(&self) -> Option<String> {
+        self.config.api_token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    pub async fn post_data(&self, body: &Value) -> Response {
+        let mut r = self.client.post(self.url("/data")).json(body);
+        if let Some(t) = self.token_header() {
+            r = r.header("Authorization", t);
+        }
+        r.send().await.expect("POST /data")
+    }
+
+    /// POSTs `{"key", "value"}` and returns the created record.
+    pub async fn create(&self, key: &str, value: Value) -> Value {
+        let r = self.post_data(&serde_json::json!({"key": key, "value": value})).await;
+        assert_eq!(r.status(), 201, "create {key}");
+        r.json().await.expect("record")
+    }
+
+    pub async fn get_data(&self, id: impl std::fmt::Display) -> Response {
+        self.client.get(self.url(&format!("/data/{id}"))).send().await.expect("GET /data/{id}")
+    }
+
+    pub async fn list_data(&self, query: &str) -> Response {
+        self.client.get(self.url(&format!("/data?{query}"))).send().await.expect("GET /data")
+    }
+
+    pub async fn put_data(&self, id: impl std::fmt::Display, body: &Value) -> Response {
+        let mut r = self.client.put(self.url(&format!("/data/{id}"))).json(body);
+        if let Some(t) = self.token_header() {
+            r = r.header("Authorization", t);
+        }
+        r.send().await.expect("PUT /data/{id}")
+    }
+
+    pub async fn delete_data(&self, id: impl std::fmt::Display) -> Response {
+        let mut r = self.client.delete(self.url(&format!("/data/{id}")));
+        if let Some(t) = self.token_header() {
+            r = r.header("Authorization", t);
+        }
+        r.send().await.expect("DELETE /data/{id}")
+    }
+
+    /// GETs a path and parses the JSON body whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get(self.url(path)).send().await.expect("get").json().await.expect("json")
+    }
+
+    /// The current value of one metric series from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        metric_value(&text, series)
+    }
+}
+
+/// Finds `series` (name plus labels exactly as exported, e.g. `aside_db_queries_total{op="get"}`).
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("metric value"))
+        .unwrap_or(0.0)
+}
+
+/// `X-Cache` of a response.
+pub fn x_cache(r: &Response) -> String {
+    header(r.headers(), "x-cache")
+}
+
+pub fn header(h: &HeaderMap, name: &str) -> String {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// Asserts an RFC 9457 body with the given status and returns it.
+pub async fn assert_problem(r: Response, status: u16) -> Value {
+    assert_eq!(r.status(), status, "status");
+    assert_eq!(header(r.headers(), "content-type"), "application/problem+json");
+    let body: Value = r.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem lacks `{field}`: {body}");
+    }
+    body
+}
+
+/// A fill hook that parks the first fill of `entry_suffix` until released (the slow-miss race).
+pub struct FillGate {
+    pub reached: Arc<tokio::sync::Notify>,
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+impl FillGate {
+    pub fn hook(entry_suffix: &'static str) -> (FillHook, FillGate) {
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (r2, l2) = (reached.clone(), release.clone());
+        let hook: FillHook = Arc::new(move |key: String| {
+            let (reached, release, armed) = (r2.clone(), l2.clone(), armed.clone());
+            Box::pin(async move {
+                if key.ends_with(entry_suffix) && armed.swap(false, Ordering::SeqCst) {
+                    reached.notify_one();
+                    release.notified().await;
+                }
+            })
+        });
+        (hook, FillGate { reached, release })
+    }
+}
+
+/// A TCP proxy in front of a dependency, to make it refuse connections or go silent on demand.
+pub struct Proxy {
+    pub port: u16,
+    mode: Arc<AtomicU8>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    _accept: JoinHandle<()>,
+}
+
+const FORWARD: u8 = 0;
+const REFUSE: u8 = 1;
+const BLACKHOLE: u8 = 2;
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mode = Arc::new(AtomicU8::new(FORWARD));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (m, cs) = (mode.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                match m.load(Ordering::SeqCst) {
+                    REFUSE => drop(client),
+                    _ => {
+                        let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        let mut list = cs.lock().expect("conns");
+                        list.push(tokio::spawn(pump(cr, sw, m.clone())));
+                        list.push(tokio::spawn(pump(sr, cw, m.clone())));
+                    }
+                }
+            }
+        });
+        Proxy { port, mode, conns, _accept: accept }
+    }
+
+    /// Refuses new connections and cuts the open ones (a dead or restarting server).
+    pub fn refuse(&self) {
+        self.mode.store(REFUSE, Ordering::SeqCst);
+        for c in self.conns.lock().expect("conns").drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Accepts and holds everything, answering nothing (packets dropped).
+    pub fn blackhole(&self) {
+        self.mode.store(BLACKHOLE, Ordering::SeqCst);
+    }
+
+    pub fn forward(&self) {
+        self.mode.store(FORWARD, Ordering::SeqCst);
+    }
+}
+
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, mode: Arc<AtomicU8>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        loop {
+            match mode.load(Ordering::SeqCst) {
+                FORWARD => break,
+                BLACKHOLE => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => return,
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The host:port of a `postgres://…@host:port/db` URL.
+pub fn socket_of(url: &str) -> SocketAddr {
+    let after_at = url.rsplit_once('@').map(|(_, r)| r).unwrap_or_else(|| url.split_once("://").expect("url").1);
+    let hostport = after_at.split('/').next().expect("host:port");
+    tokio_addr(hostport)
+}
+
+fn tokio_addr(hostport: &str) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    hostport.to_socket_addrs().expect("resolvable").next().expect("an address")
+}
+
+/// Rewrites the host:port of a URL to go through a local proxy port.
+pub fn via_proxy(url: &str, port: u16) -> String {
+    let target = socket_of(url);
+    url.replacen(&format!("{}:{}", target.ip(), target.port()), &format!("127.0.0.1:{port}"), 1).replacen(
+        &format!("localhost:{}", target.port()),
+        &format!("127.0.0.1:{port}"),
+        1,
+    )
+}
+
+/// A redis-server of the test's own, which the test may kill and restart on the same port.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let dir = std::env::temp_dir().join(format!("aside-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = OwnRedis { port, child: None, dir };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (set REDIS_SERVER_BIN or put it on PATH; scripts/test.sh does)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true or `within` passes; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}

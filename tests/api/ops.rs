@@ -1,0 +1,253 @@
+//! Contract: "Operational endpoints", "Timing promises", "Metrics" (HTTP histogram), "Command line",
+//! and the OpenAPI document's promises to Swagger UI users.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Proxy, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
+    spawn_embedded_app, test_config, via_proxy,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_200_and_ready_reports_its_checks() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/health")).send().await.expect("health");
+    assert_eq!(r.status(), 200);
+    let r = app.client.get(app.url("/ready")).send().await.expect("ready");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v, json!({"status": "ready", "checks": {"database": "ok", "cache": "ok"}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_restart() {
+    // Arrange: the app reaches Postgres through a proxy we can cut.
+    let mut config = test_config().await;
+    let proxy = Proxy::start(socket_of(&config.database_url)).await;
+    config.database_url = via_proxy(&config.database_url, proxy.port);
+    let app = crate::helpers::start(config).await;
+    let rec = app.create("pg-down", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    app.get_data(id).await; // cached now
+    // Act
+    proxy.refuse();
+    // Assert: requests that need Postgres get a 503 problem within 2 s; cache hits are still served.
+    for req in [app.client.get(app.url("/data/999")), app.client.get(app.url("/data?limit=7"))] {
+        let t = Instant::now();
+        assert_problem(req.send().await.expect("send"), 503).await;
+        assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    }
+    let t = Instant::now();
+    assert_problem(app.post_data(&json!({"key": "x", "value": 1})).await, 503).await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let hit = app.get_data(id).await;
+    assert_eq!((hit.status().as_u16(), crate::helpers::x_cache(&hit)), (200, "HIT".to_owned()));
+    let r = app.client.get(app.url("/ready")).send().await.expect("ready");
+    let p = assert_problem(r, 503).await;
+    assert_eq!(p["checks"]["database"], "error");
+    assert_eq!(app.client.get(app.url("/health")).send().await.expect("health").status(), 200);
+    // Postgres returns: ready again within 15 s, same process.
+    proxy.forward();
+    let back = eventually(Duration::from_secs(15), || async {
+        app.client.get(app.url("/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(back.is_some(), "/ready 200 within 15 s of Postgres returning");
+    assert_eq!(app.get_data(999).await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_postgres_is_a_503_within_5_seconds() {
+    let mut config = test_config().await;
+    let proxy = Proxy::start(socket_of(&config.database_url)).await;
+    config.database_url = via_proxy(&config.database_url, proxy.port);
+    let app = crate::helpers::start(config).await;
+    app.create("warm", json!(1)).await; // a pooled connection exists and will go silent
+    proxy.blackhole();
+    let t = Instant::now();
+    assert_problem(app.get_data(12345).await, 503).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    let t = Instant::now();
+    assert_eq!(app.client.get(app.url("/ready")).send().await.expect("ready").status(), 503);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    proxy.forward();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drain_fails_ready_at_once_keeps_serving_then_exits() {
+    let app = spawn_app_with(|c| c.shutdown_drain = Duration::from_secs(2)).await;
+    let rec = app.create("drain", json!(1)).await;
+    let started = Instant::now();
+    app.stop.stop();
+    // /ready is 503 (naming `draining`) within 1 s; /health stays 200.
+    let ready = eventually(Duration::from_secs(1), || async {
+        app.client.get(app.url("/ready")).send().await.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    assert!(ready.is_some(), "/ready 503 within 1 s");
+    let p = assert_problem(app.client.get(app.url("/ready")).send().await.expect("ready"), 503).await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("draining")), "{p}");
+    assert_eq!(p["checks"]["database"], "ok");
+    assert_eq!(app.client.get(app.url("/health")).send().await.expect("health").status(), 200);
+    // New connections are still accepted and served during the drain, with Connection: close.
+    let fresh = reqwest::Client::new();
+    let r = fresh.get(app.url(&format!("/data/{}", rec["id"]))).send().await.expect("served while draining");
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "connection"), "close");
+    // Then it exits cleanly within drain + 5 s.
+    let result = tokio::time::timeout(Duration::from_secs(7), app.task).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "clean exit");
+    assert!(started.elapsed() >= Duration::from_secs(2), "served for the whole drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_metrics_use_route_templates_never_raw_paths() {
+    let app = spawn_app().await;
+    let rec = app.create("m", json!(1)).await;
+    app.get_data(&rec["id"]).await;
+    app.get_data("abc").await;
+    app.client.get(app.url("/no/such/route/12345")).send().await.expect("get");
+    let r = app.client.get(app.url("/metrics")).send().await.expect("metrics");
+    assert!(header(r.headers(), "content-type").starts_with("text/plain"));
+    let text = r.text().await.expect("text");
+    for series in [
+        r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/data/{id}"} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="400",http_route="/data/{id}"} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="201",http_route="/data"} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="404",http_route="unmatched"} 1"#,
+        r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_response_status_code="200",http_route="/data/{id}",le="0.0005"}"#,
+    ] {
+        assert!(text.contains(series), "missing {series}\n{text}");
+    }
+    let id = rec["id"].to_string();
+    assert!(!text.contains(&format!("/data/{id}\"")) && !text.contains("12345"), "raw paths leaked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_serves_swagger_ui_users() {
+    let app = spawn_embedded_app().await;
+    let spec: Value = app.client.get(app.url("/openapi.json")).send().await.expect("spec").json().await.expect("json");
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    assert_eq!(spec["servers"][0]["url"], "/", "relative server URL");
+    let paths = spec["paths"].as_object().expect("paths");
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().expect("methods") {
+            let name = format!("{method} {path}");
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{name} summary");
+            assert!(op["description"].as_str().is_some_and(|s| !s.is_empty()), "{name} description");
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(!responses.contains_key("422"), "{name} documents 422");
+            for (status, resp) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(resp["content"]["application/problem+json"].is_object(), "{name} {status} is a problem");
+                }
+            }
+        }
+    }
+    for (path, method, statuses) in [
+        ("/data", "post", &["201", "400", "401", "409", "413", "415"][..]),
+        ("/data/{id}", "get", &["200", "304", "400", "404"][..]),
+        ("/data", "get", &["200", "400"][..]),
+        ("/data/{id}", "put", &["200", "400", "401", "404", "413", "415"][..]),
+        ("/data/{id}", "delete", &["204", "400", "401", "404"][..]),
+    ] {
+        for s in statuses {
+            assert!(spec["paths"][path][method]["responses"][*s].is_object(), "{method} {path} documents {s}");
+        }
+    }
+    assert_eq!(spec["components"]["securitySchemes"]["BearerAuth"]["scheme"], "bearer");
+    assert!(spec["paths"]["/data"]["post"]["security"].is_array());
+    // Examples that work when sent as is: POST the documented request example.
+    let example = &spec["components"]["schemas"]["NewRecord"]["example"];
+    let r = app.post_data(example).await;
+    assert_eq!(r.status(), 201, "the documented example is accepted: {example}");
+    // Swagger UI is served by the service itself, nothing from the internet.
+    let docs = app.client.get(app.url("/docs")).send().await.expect("docs");
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.expect("html");
+    assert!(html.contains("swagger-ui") || html.contains("SwaggerUI"), "Swagger UI page");
+    for cdn in ["unpkg.com", "cdn.jsdelivr", "cdnjs", "googleapis"] {
+        assert!(!html.contains(cdn), "loads {cdn}");
+    }
+}
+
+fn aside_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aside"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_documents_migrates_probes_and_rejects_bad_config() {
+    let help = aside_bin().arg("--help").output().expect("run");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for word in ["serve", "migrate", "healthcheck", "DATABASE_URL", "CACHE_TTL_SECONDS", "SHUTDOWN_DRAIN_SECONDS"] {
+        assert!(text.contains(word), "--help mentions {word}");
+    }
+    // migrate: applies and exits 0; twice at once is safe (advisory lock), and again is a no-op.
+    let db = fresh_database().await;
+    let run = || aside_bin().arg("migrate").env("DATABASE_URL", &db).env("LOG_FORMAT", "text").spawn().expect("spawn");
+    let (mut m1, mut m2) = (run(), run());
+    assert!(m1.wait().expect("wait").success() && m2.wait().expect("wait").success());
+    assert!(run().wait().expect("wait").success());
+    // Bad configuration: one line naming the variable, non-zero exit.
+    for (var, val) in [("CACHE_TTL_SECONDS", "0"), ("DATABASE_URL", "mysql://x"), ("BIND_ADDR", "nope")] {
+        let out = aside_bin().env(var, val).output().expect("run");
+        assert!(!out.status.success(), "{var}={val} must stop start-up");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(var), "{err}");
+    }
+    let out = aside_bin().arg("frobnicate").output().expect("run");
+    assert!(!out.status.success());
+    // healthcheck: 0 against a live server, 1 when nothing listens.
+    let app = spawn_app().await;
+    let ok = aside_bin().arg("healthcheck").env("BIND_ADDR", format!("0.0.0.0:{}", app.port)).status().expect("run");
+    assert!(ok.success());
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let down = aside_bin().arg("healthcheck").env("BIND_ADDR", format!("127.0.0.1:{free}")).status().expect("run");
+    assert!(!down.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_and_exits_zero_on_sigterm() {
+    let db = fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = aside_bin()
+        .env("DATABASE_URL", &db)
+        .env("REDIS_URL", std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL"))
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_DRAIN_SECONDS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+    let r = client.get(format!("{url}/data/1")).header("x-request-id", "trace-me-123").send().await.expect("get");
+    assert_eq!(r.status(), 404);
+    let pid = child.id().to_string();
+    let t = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}");
+    assert!(t.elapsed() < Duration::from_secs(6), "exit within drain + 5 s");
+    // JSON logs carry the request id, route template, status and latency.
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    let line = out.lines().find(|l| l.contains("trace-me-123") && l.contains("\"status\"")).expect("access log line");
+    let log: Value = serde_json::from_str(line).expect("JSON log line");
+    assert_eq!(log["route"], "/data/{id}");
+    assert_eq!(log["status"], 404);
+    assert!(log["latency_ms"].is_number());
+    assert_eq!(log["span"]["request_id"], "trace-me-123");
+}
