@@ -142,7 +142,7 @@ finish_load() { # DRILL: stop the load, wait for it and run the checks
   wait "$LOAD_PID" || die "load generator failed: $(tail -n 5 "$DIR/load.log")"
   local out
   out="$("${LOAD[@]}" check --drill "$1" --data "$DIR/requests.json" --events "$DIR/events" || true)"
-  echo "$out" | grep -E '^(PASS|FAIL) '
+  echo "$out" | grep -E '^(PASS|FAIL|INFO) '
   D_PASSED=$((D_PASSED + $(echo "$out" | grep -c '^PASS ' || true)))
   D_FAILED=$((D_FAILED + $(echo "$out" | grep -c '^FAIL ' || true)))
   echo "$out" | grep -qE '^[a-z-]+: [0-9]+ passed, [0-9]+ failed$' || fail "$1: checker crashed (see $DIR)"

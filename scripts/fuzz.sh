@@ -12,7 +12,7 @@
 # Afterwards the service must still be alive and /health 200. Prints "fuzz: N passed, N failed"
 # per operation from schemathesis's JUnit report; exit status 0 only with 0 failures.
 #
-# Knobs (env): FUZZ_EXAMPLES=200 (max examples per operation), FUZZ_MAX_TIME=240 (s, whole run),
+# Knobs (env): FUZZ_EXAMPLES=200 (max examples per operation), FUZZ_MAX_TIME=180 (s, whole run),
 #   FUZZ_SEED (random seed; default random, printed so a failure can be replayed),
 #   FUZZ_PHASES=examples,fuzzing,stateful (schemathesis 4.32.5's "coverage" phase crashes inside
 #   hypothesis on this machine's CPython 3.11 with "AST constructor recursion depth mismatch", a
@@ -43,7 +43,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN="$TARGET_DIR/release/aside"
 OUT="$TARGET_DIR/fuzz"
 FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-200}"
-FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-240}"
+FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-180}"
 FUZZ_SEED="${FUZZ_SEED:-$RANDOM$RANDOM}"
 FUZZ_PHASES="${FUZZ_PHASES:-examples,fuzzing,stateful}"
 FUZZ_VENV="${FUZZ_VENV:-$HOME/.cache/aside/schemathesis-$SCHEMATHESIS_VERSION}"
