@@ -1,7 +1,7 @@
 //! `/data` (contract: "Data endpoints", "The cache"). Reads go through [`Cache::read`], which serves
 //! the exact bytes a miss serialized; writes commit to the database first, then invalidate, then answer.
 
-use std::{marker::PhantomData, sync::Arc};
+use std::{future::Future, marker::PhantomData, sync::Arc};
 
 use bytes::Bytes;
 use poem::{IntoResponse, Response};
@@ -126,6 +126,30 @@ fn read_response<T: Type + Send>(found: (Cached, CacheOutcome), inm: Option<&str
     }
 }
 
+impl DataApi {
+    /// Commits a write, then (if it changed anything) invalidates, on a task of its own: if the request
+    /// future is dropped (the shutdown timeout drops connections still open after drain + 5 s), a
+    /// committed write must still get its invalidation.
+    async fn write<T: Send + 'static>(
+        &self,
+        record: Option<i64>,
+        commit: impl Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
+    ) -> Result<Option<T>, ApiError> {
+        let cache = self.cache.clone();
+        let task = tokio::spawn(async move {
+            let done = commit.await?;
+            if done.is_some() {
+                cache.invalidate(record).await;
+            }
+            Ok(done)
+        });
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "write task failed");
+            Err(ApiError::internal())
+        })
+    }
+}
+
 #[OpenApi(tag = "DataTag::Data")]
 impl DataApi {
     /// Create a record
@@ -135,9 +159,15 @@ impl DataApi {
     #[oai(path = "/data", method = "post", operation_id = "createRecord")]
     async fn create(&self, _auth: WriteAuth, body: Json<NewRecord>) -> Result<CreateResponse, ApiError> {
         let NewRecord { key, value } = body.0;
-        let row = self.store.insert(key, value).await?;
-        self.metrics.record_created();
-        self.cache.invalidate(None).await;
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        let row = self
+            .write(None, async move {
+                let row = store.insert(key, value).await?;
+                metrics.record_created();
+                Ok(Some(row))
+            })
+            .await?
+            .ok_or_else(ApiError::internal)?;
         let location = format!("/data/{}", row.id);
         Ok(CreateResponse::Created(JsonBytes::new(serialize(&to_record(row))?.into()), location))
     }
@@ -159,15 +189,14 @@ impl DataApi {
         if id <= 0 {
             return Err(ApiError::not_found(id));
         }
-        let found = self
-            .cache
-            .read(EntryKey::Record(id), || async {
-                match self.store.get(id).await? {
-                    Some(m) => Ok(Some(Cached::new(serialize(&to_record(m))?))),
-                    None => Ok(None),
-                }
-            })
-            .await?;
+        // Boxed: the read's state machine is large, and poem moves handler futures between its layers.
+        let found = Box::pin(self.cache.read(EntryKey::Record(id), || async {
+            match self.store.get(id).await? {
+                Some(m) => Ok(Some(Cached::new(serialize(&to_record(m))?))),
+                None => Ok(None),
+            }
+        }))
+        .await?;
         let found = found.ok_or_else(|| ApiError::not_found(id))?;
         Ok(read_response(found, if_none_match.0.as_deref()))
     }
@@ -194,18 +223,16 @@ impl DataApi {
     ) -> Result<ReadResponse<RecordPage>, ApiError> {
         let (limit, after, key) = (limit.0, after.0, key.0);
         let entry = EntryKey::Page { after, limit, key: key.clone() };
-        let found = self
-            .cache
-            .read(entry, || async {
-                let mut rows = self.store.list(after, limit, key.as_deref()).await?;
-                let more = rows.len() as u64 > limit;
-                rows.truncate(limit as usize);
-                let next_after = if more { rows.last().map(|r| r.id) } else { None };
-                let page = RecordPage { items: rows.into_iter().map(to_record).collect(), next_after };
-                Ok(Some(Cached::new(serialize(&page)?)))
-            })
-            .await?
-            .ok_or_else(ApiError::internal)?;
+        let found = Box::pin(self.cache.read(entry, || async {
+            let mut rows = self.store.list(after, limit, key.as_deref()).await?;
+            let more = rows.len() as u64 > limit;
+            rows.truncate(limit as usize);
+            let next_after = if more { rows.last().map(|r| r.id) } else { None };
+            let page = RecordPage { items: rows.into_iter().map(to_record).collect(), next_after };
+            Ok(Some(Cached::new(serialize(&page)?)))
+        }))
+        .await?
+        .ok_or_else(ApiError::internal)?;
         Ok(read_response(found, if_none_match.0.as_deref()))
     }
 
@@ -225,8 +252,9 @@ impl DataApi {
         if id <= 0 {
             return Err(ApiError::not_found(id));
         }
-        let row = self.store.update(id, body.0.value).await?.ok_or_else(|| ApiError::not_found(id))?;
-        self.cache.invalidate(Some(id)).await;
+        let (store, value) = (self.store.clone(), body.0.value);
+        let row = self.write(Some(id), async move { store.update(id, value).await }).await?;
+        let row = row.ok_or_else(|| ApiError::not_found(id))?;
         Ok(RecordResponse::Ok(JsonBytes::new(serialize(&to_record(row))?.into())))
     }
 
@@ -241,11 +269,12 @@ impl DataApi {
         id: Path<i64>,
     ) -> Result<DeleteResponse, ApiError> {
         let id = id.0;
-        if id <= 0 || !self.store.delete(id).await? {
+        if id <= 0 {
             return Err(ApiError::not_found(id));
         }
-        self.cache.invalidate(Some(id)).await;
-        Ok(DeleteResponse::Deleted)
+        let store = self.store.clone();
+        let deleted = self.write(Some(id), async move { Ok(store.delete(id).await?.then_some(())) }).await?;
+        deleted.map(|()| DeleteResponse::Deleted).ok_or_else(|| ApiError::not_found(id))
     }
 }
 

@@ -7,11 +7,21 @@ use std::sync::Arc;
 
 use poem::{
     Endpoint, IntoResponse, Request, Response, Result,
-    error::ReadBodyError,
     http::{Method, StatusCode, header},
 };
 
+use tokio::io::{AsyncRead, AsyncReadExt};
+
 use crate::{auth, error::Problem, model};
+
+/// How much of a rejected body is read and thrown away before the connection closes.
+const LINGER_CAP: u64 = 16 * 1024 * 1024;
+
+/// Discards up to `LINGER_CAP` bytes of an unwanted body, for at most two seconds.
+async fn linger(body: impl AsyncRead + Unpin) {
+    let (mut limited, mut sink) = (body.take(LINGER_CAP), tokio::io::sink());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::io::copy(&mut limited, &mut sink)).await;
+}
 
 /// Route label for responses the guard produces itself (the router has not run yet).
 #[derive(Clone, Copy, Debug)]
@@ -36,38 +46,44 @@ impl WriteGuard {
         if !matches!(method, Method::POST | Method::PUT | Method::DELETE | Method::PATCH) {
             return ep.call(req).await.map(IntoResponse::into_response);
         }
-        // A body we refuse to read is left on the connection, so the server will close it; say so, so
-        // clients do not reuse it for their next request.
-        let unread_body = req.header(header::TRANSFER_ENCODING).is_some()
-            || req.header(header::CONTENT_LENGTH).is_some_and(|v| v.trim() != "0");
-        let reject = |status: StatusCode, detail: String, body_unread: bool| {
+        // Rejections that leave a body on the connection drain (discard, never buffer or parse) up to
+        // LINGER_CAP of it first and answer `Connection: close`: closing a socket with unread data
+        // makes the kernel send RST, and the client could lose our answer while still uploading.
+        let reject = |status: StatusCode, detail: String, close: bool| {
             let mut resp = Problem::new(status, detail).into_response();
             resp.set_data(RouteLabel(route));
-            if body_unread {
+            if close {
                 resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
             }
             Ok(resp)
         };
+        let has_body = req.header(header::TRANSFER_ENCODING).is_some()
+            || req.header(header::CONTENT_LENGTH).is_some_and(|v| v.trim() != "0");
         if !auth::authorized(self.api_token.as_deref(), req.headers().get(header::AUTHORIZATION)) {
-            return reject(
-                StatusCode::UNAUTHORIZED,
-                "writes need `Authorization: Bearer <API_TOKEN>`".into(),
-                unread_body,
-            );
+            if has_body {
+                linger(req.take_body().into_async_read()).await;
+            }
+            let detail = "writes need `Authorization: Bearer <API_TOKEN>`".into();
+            return reject(StatusCode::UNAUTHORIZED, detail, has_body);
         }
         if method != Method::DELETE {
-            let too_large = || format!("request body is larger than MAX_BODY_BYTES ({} bytes)", self.max_body_bytes);
+            let max = self.max_body_bytes;
+            let too_large = || format!("request body is larger than MAX_BODY_BYTES ({max} bytes)");
             let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            let mut reader = req.take_body().into_async_read();
+            if declared.is_some_and(|n| n > max as u64) {
+                linger(reader).await;
                 return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large(), true);
             }
-            let body = match req.take_body().into_bytes_limit(self.max_body_bytes).await {
-                Ok(b) => b,
-                Err(ReadBodyError::PayloadTooLarge) => return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large(), true),
-                Err(e) => {
-                    return reject(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"), true);
-                }
-            };
+            // Read at most one byte past the limit: chunked bodies have no Content-Length to check.
+            let mut body = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+            if let Err(e) = (&mut reader).take(max as u64 + 1).read_to_end(&mut body).await {
+                return reject(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"), true);
+            }
+            if body.len() > max {
+                linger(reader).await;
+                return reject(StatusCode::PAYLOAD_TOO_LARGE, too_large(), true);
+            }
             // Only JSON bodies are inspected; anything else reaches the handler and gets its 415.
             let is_json = req.content_type().and_then(|c| c.parse::<mime::Mime>().ok()).is_some_and(|m| {
                 m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
@@ -75,7 +91,7 @@ impl WriteGuard {
             if is_json && let Some(detail) = model::json_text_problem(&body) {
                 return reject(StatusCode::BAD_REQUEST, detail, false);
             }
-            req.set_body(body);
+            req.set_body(poem::Body::from(body));
         }
         ep.call(req).await.map(IntoResponse::into_response)
     }

@@ -74,7 +74,7 @@ pub async fn run(cmd: Command) -> ExitCode {
     if cmd == Command::Healthcheck {
         return healthcheck(&config).await;
     }
-    telemetry::init(config.log_format);
+    let _log_flush = telemetry::init(config.log_format);
     let result = match cmd {
         Command::Migrate => migration::run(&config).await.map_err(|e| format!("migration failed: {e}")),
         _ => serve(config).await,

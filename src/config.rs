@@ -31,6 +31,7 @@ pub struct Config {
     pub cache_enabled: bool,
     pub cache_timeout: Duration,
     pub bind_addr: SocketAddr,
+    pub metrics_bind_addr: Option<SocketAddr>,
     pub api_token: Option<String>,
     pub shutdown_drain: Duration,
     pub max_body_bytes: usize,
@@ -52,6 +53,7 @@ impl std::fmt::Debug for Config {
             .field("cache_enabled", &self.cache_enabled)
             .field("cache_timeout", &self.cache_timeout)
             .field("bind_addr", &self.bind_addr)
+            .field("metrics_bind_addr", &self.metrics_bind_addr)
             .field("api_token", &self.api_token.is_some())
             .field("shutdown_drain", &self.shutdown_drain)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -79,6 +81,7 @@ pub const ENV_HELP: &[(&str, &str, &str)] = &[
     ("CACHE_ENABLED", "true", "false: every read goes to the database (X-Cache: BYPASS); writes still invalidate"),
     ("CACHE_TIMEOUT_MS", "100", "budget for one cache command before falling back to the database"),
     ("BIND_ADDR", "0.0.0.0:8080", "listen address"),
+    ("METRICS_BIND_ADDR", "(unset: /metrics on BIND_ADDR)", "serve /metrics only on this address instead"),
     ("API_TOKEN", "(unset: writes open)", "bearer token required for POST/PUT/DELETE"),
     ("SHUTDOWN_DRAIN_SECONDS", "5", "after SIGTERM: /ready fails at once, serving continues this long"),
     ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
@@ -128,6 +131,17 @@ impl Config {
             .unwrap_or_else(|| "0.0.0.0:8080".into())
             .parse()
             .map_err(|_| bad("BIND_ADDR", "must be host:port, e.g. 0.0.0.0:8080"))?;
+        let metrics_bind_addr = match get("METRICS_BIND_ADDR") {
+            None => None,
+            Some(raw) => {
+                let addr: SocketAddr =
+                    raw.parse().map_err(|_| bad("METRICS_BIND_ADDR", "must be host:port, e.g. 0.0.0.0:9091"))?;
+                if addr == bind_addr && addr.port() != 0 {
+                    return Err(bad("METRICS_BIND_ADDR", "must differ from BIND_ADDR"));
+                }
+                Some(addr)
+            }
+        };
         let api_token = get("API_TOKEN");
         if api_token.as_ref().is_some_and(|t| t.len() < 8 || t.chars().any(|c| c.is_whitespace())) {
             return Err(bad("API_TOKEN", "must be at least 8 characters without whitespace"));
@@ -147,6 +161,7 @@ impl Config {
             cache_enabled,
             cache_timeout,
             bind_addr,
+            metrics_bind_addr,
             api_token,
             shutdown_drain,
             max_body_bytes,
@@ -206,6 +221,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("REDIS_URL", "http://nope"),
             ("BIND_ADDR", "8080"),
+            ("METRICS_BIND_ADDR", "9091"),
             ("CACHE_ENABLED", "maybe"),
             ("MAX_BODY_BYTES", "1"),
             ("LOG_FORMAT", "xml"),
@@ -214,6 +230,18 @@ mod tests {
             let err = Config::from_vars(&vars(&[(var, val)])).expect_err(var);
             assert_eq!(err.var, var, "{val}");
             assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn sentinel_and_cluster_redis_urls_are_accepted() {
+        for url in [
+            "redis://:pw@cache:6379/0",
+            "redis-sentinel://:pw@s1:26379/0?node=s2:26379&sentinelServiceName=aside",
+            "redis-cluster://:pw@c1:6379?node=c2:6379&node=c3:6379",
+        ] {
+            let c = Config::from_vars(&vars(&[("REDIS_URL", url)])).expect(url);
+            assert_eq!(c.redis_url.as_deref(), Some(url));
         }
     }
 

@@ -70,6 +70,46 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
+fn sqlx_error(e: &DbErr) -> Option<&sea_orm::SqlxError> {
+    match e {
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(s))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(s))
+        | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The connection died under the query (server restart, admin termination, network): a fresh
+/// connection may well succeed, so idempotent reads retry once.
+fn connection_lost(e: &DbErr) -> bool {
+    match sqlx_error(e) {
+        Some(sea_orm::SqlxError::Io(_) | sea_orm::SqlxError::Protocol(_)) => true,
+        // SQLSTATE class 08 (connection exception) and 57P01-57P03 (admin/crash shutdown, cannot connect now).
+        Some(sea_orm::SqlxError::Database(d)) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
+/// True when the database cannot serve right now (answer 503, not 500).
+pub fn is_unavailable(e: &DbErr) -> bool {
+    if matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) || connection_lost(e) {
+        return true;
+    }
+    match sqlx_error(e) {
+        Some(
+            sea_orm::SqlxError::PoolTimedOut
+            | sea_orm::SqlxError::PoolClosed
+            | sea_orm::SqlxError::Tls(_)
+            | sea_orm::SqlxError::WorkerCrashed,
+        ) => true,
+        // Class 53: insufficient resources (too many connections, out of memory, disk full).
+        Some(sea_orm::SqlxError::Database(d)) => d.code().is_some_and(|c| c.starts_with("53")),
+        _ => false,
+    }
+}
+
 /// The record queries, timed and counted.
 #[derive(Clone)]
 pub struct Store {
@@ -101,9 +141,25 @@ impl Store {
         }
     }
 
+    /// Runs an idempotent read, once more on a fresh connection if the pooled one turned out dead
+    /// (after a Postgres restart every idle pooled connection is; without this each would cost a 503).
+    async fn read<T, F, Fut>(&self, op: &'static str, q: F) -> Result<T, DbErr>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        match self.run(op, q()).await {
+            Err(e) if connection_lost(&e) => {
+                tracing::info!(error = ?e, "database connection lost; retrying the read once");
+                self.run(op, q()).await
+            }
+            other => other,
+        }
+    }
+
     /// One record by id.
     pub async fn get(&self, id: i64) -> Result<Option<record::Model>, ApiError> {
-        Ok(self.run("get", record::Entity::find_by_id(id).one(&self.db)).await?)
+        Ok(self.read("get", || record::Entity::find_by_id(id).one(&self.db)).await?)
     }
 
     /// Up to `limit + 1` records with id > `after` (the extra one tells whether another page follows).
@@ -113,7 +169,7 @@ impl Store {
             q = q.filter(record::Column::Key.eq(k));
         }
         let q = q.order_by_asc(record::Column::Id).limit(limit + 1);
-        Ok(self.run("list", q.all(&self.db)).await?)
+        Ok(self.read("list", || q.clone().all(&self.db)).await?)
     }
 
     /// Inserts a record; a duplicate key is 409.

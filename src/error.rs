@@ -120,11 +120,7 @@ impl ApiError {
 impl From<sea_orm::DbErr> for ApiError {
     /// Connection trouble is 503, anything else 500; the full error goes to the log, never to the client.
     fn from(e: sea_orm::DbErr) -> Self {
-        use sea_orm::DbErr;
-        let unavailable = matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
-            || matches!(&e, DbErr::Exec(sea_orm::RuntimeErr::SqlxError(s)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(s))
-                if matches!(**s, sea_orm::SqlxError::Io(_) | sea_orm::SqlxError::PoolTimedOut | sea_orm::SqlxError::PoolClosed | sea_orm::SqlxError::Tls(_)));
-        if unavailable {
+        if crate::db::is_unavailable(&e) {
             tracing::warn!(error = ?e, "database unavailable");
             Self::unavailable()
         } else {

@@ -7,7 +7,7 @@ use std::sync::{
 };
 
 use poem::http::StatusCode;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json, types::Example};
 
 use crate::{cache::Cache, db::Store};
 
@@ -19,6 +19,7 @@ enum OpsTag {
 
 /// Liveness answer.
 #[derive(Object)]
+#[oai(example)]
 struct Health {
     /// Always `ok` while the process can serve.
     status: String,
@@ -35,6 +36,7 @@ pub struct ReadyChecks {
 
 /// Readiness answer.
 #[derive(Object)]
+#[oai(example)]
 struct Ready {
     /// `ready`.
     status: String,
@@ -43,6 +45,7 @@ struct Ready {
 
 /// A problem (RFC 9457) that also carries the readiness checks.
 #[derive(Object)]
+#[oai(example)]
 struct NotReady {
     #[oai(rename = "type")]
     kind: String,
@@ -51,6 +54,40 @@ struct NotReady {
     /// Names what is wrong: the database, or `draining` after SIGTERM.
     detail: String,
     checks: ReadyChecks,
+}
+
+impl Example for Health {
+    fn example() -> Self {
+        Health { status: "ok".into() }
+    }
+}
+
+fn checks(database: &str, cache: &str) -> ReadyChecks {
+    ReadyChecks { database: database.into(), cache: cache.into() }
+}
+
+impl Example for Ready {
+    fn example() -> Self {
+        Ready { status: "ready".into(), checks: checks("ok", "ok") }
+    }
+}
+
+impl Example for NotReady {
+    fn example() -> Self {
+        NotReady::new("database unreachable", checks("error", "degraded"))
+    }
+}
+
+impl NotReady {
+    fn new(detail: &str, checks: ReadyChecks) -> Self {
+        NotReady {
+            kind: "about:blank".into(),
+            title: "Service Unavailable".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            detail: detail.into(),
+            checks,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -94,12 +131,6 @@ impl OpsApi {
             return ReadyResponse::Ready(Json(Ready { status: "ready".into(), checks }));
         }
         let detail = if draining { "draining: shutting down after SIGTERM" } else { "database unreachable" };
-        ReadyResponse::NotReady(Json(NotReady {
-            kind: "about:blank".into(),
-            title: "Service Unavailable".into(),
-            status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-            detail: detail.into(),
-            checks,
-        }))
+        ReadyResponse::NotReady(Json(NotReady::new(detail, checks)))
     }
 }

@@ -57,6 +57,7 @@ pub struct App {
     stop: Arc<Notify>,
     cache: Arc<Cache>,
     db: DatabaseConnection,
+    metrics_listener: Option<(TcpAcceptor, BoxEndpoint<'static>)>,
 }
 
 /// Triggers the same drain-then-exit path as SIGTERM (tests use it).
@@ -94,11 +95,28 @@ impl App {
         let spec = api.spec_endpoint();
         let guard = Arc::new(WriteGuard { api_token: config.api_token.clone(), max_body_bytes: config.max_body_bytes });
         let observe = Arc::new(Observe { metrics: metrics.clone(), draining: draining.clone() });
-        let endpoint = Route::new()
-            .nest("/", api)
-            .nest("/docs", ui)
-            .at("/openapi.json", spec)
-            .at("/metrics", get(metrics::metrics_endpoint))
+        let mut routes = Route::new().nest("/", api).nest("/docs", ui).at("/openapi.json", spec);
+        // With METRICS_BIND_ADDR, /metrics lives only on its own port, which a NetworkPolicy can
+        // restrict to Prometheus (policies see ports, not paths).
+        let metrics_listener = match config.metrics_bind_addr {
+            None => {
+                routes = routes.at("/metrics", get(metrics::metrics_endpoint));
+                None
+            }
+            Some(addr) => {
+                let acceptor = TcpListener::bind(addr)
+                    .into_acceptor()
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let ep = Route::new()
+                    .at("/metrics", get(metrics::metrics_endpoint))
+                    .data(metrics.clone())
+                    .catch_all_error(error::to_problem)
+                    .boxed();
+                Some((acceptor, ep))
+            }
+        };
+        let endpoint = routes
             .data(metrics)
             .around(move |ep, req| guard.clone().call(ep, req))
             .catch_all_error(error::to_problem)
@@ -119,7 +137,13 @@ impl App {
             stop: Arc::new(Notify::new()),
             cache,
             db,
+            metrics_listener,
         })
+    }
+
+    /// The bound metrics port when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().and_then(|(a, _)| a.local_addr().first()?.as_socket_addr().map(|s| s.port()))
     }
 
     /// The bound port (useful with `BIND_ADDR=…:0`).
@@ -154,9 +178,17 @@ impl App {
             tokio::time::sleep(drain).await;
             tracing::info!("drain over: closing the listener");
         };
-        Server::new_with_acceptor(self.acceptor)
+        // The metrics port serves until the main server has finished, so the drain stays observable.
+        let metrics_server = self
+            .metrics_listener
+            .map(|(acceptor, ep)| tokio::spawn(async move { Server::new_with_acceptor(acceptor).run(ep).await }));
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(self.endpoint, signal, Some(Duration::from_secs(5)))
-            .await?;
+            .await;
+        if let Some(m) = metrics_server {
+            m.abort();
+        }
+        served?;
         let _ = self.db.close().await;
         tracing::info!("stopped");
         Ok(())

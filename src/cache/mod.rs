@@ -148,6 +148,30 @@ struct Pending {
 
 type Flight = Arc<OnceCell<Result<Option<Cached>, ApiError>>>;
 
+/// One request's place in a flight. Dropping it (done, or the request cancelled) unregisters the
+/// flight, so the map never keeps finished or abandoned flights.
+struct FlightTicket<'a> {
+    cache: &'a Cache,
+    key: (EntryKey, Token),
+    cell: Flight,
+    leader: bool,
+}
+
+impl Drop for FlightTicket<'_> {
+    fn drop(&mut self) {
+        if !self.leader {
+            self.cache.followers.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Whoever finishes first removes it; a cancelled leader's followers still share the cell.
+        if self.leader || self.cell.initialized() {
+            let mut flights = self.cache.flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &self.cell)) {
+                flights.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The cache as the API sees it.
 pub struct Cache {
     backend: Backend,
@@ -213,6 +237,12 @@ impl Cache {
         self.followers.load(Ordering::Acquire)
     }
 
+    /// Flights currently registered (tests check that none leak).
+    #[doc(hidden)]
+    pub fn flights(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     fn keys(&self, key: &EntryKey) -> (String, String) {
         let p = &self.prefix;
         // Hash tags keep a token and its entries in one Redis Cluster slot, as the fill script needs.
@@ -257,22 +287,9 @@ impl Cache {
         self.metrics.cache_lookup(CacheOutcome::Miss.label());
         // Single-flight per (entry, token): a request only shares a read that began after it saw the
         // same token, i.e. after every write acknowledged before it started (contract: read-your-writes).
-        let flight_key = (key, token.clone());
-        let (cell, leader) = {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            match flights.get(&flight_key) {
-                Some(cell) => (cell.clone(), false),
-                None => {
-                    let cell = Flight::default();
-                    flights.insert(flight_key.clone(), cell.clone());
-                    (cell, true)
-                }
-            }
-        };
-        if !leader {
-            self.followers.fetch_add(1, Ordering::AcqRel);
-        }
-        let result = cell
+        let flight = self.join_flight((key, token.clone()));
+        let result = flight
+            .cell
             .get_or_init(|| async {
                 let loaded = load().await;
                 if let Ok(Some(fresh)) = &loaded {
@@ -282,15 +299,23 @@ impl Cache {
             })
             .await
             .clone();
-        if leader {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.get(&flight_key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                flights.remove(&flight_key);
-            }
-        } else {
-            self.followers.fetch_sub(1, Ordering::AcqRel);
-        }
         Ok(result?.map(|c| (c, CacheOutcome::Miss)))
+    }
+
+    fn join_flight(&self, key: (EntryKey, Token)) -> FlightTicket<'_> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let (cell, leader) = match flights.get(&key) {
+            Some(cell) => (cell.clone(), false),
+            None => {
+                let cell = Flight::default();
+                flights.insert(key.clone(), cell.clone());
+                (cell, true)
+            }
+        };
+        if !leader {
+            self.followers.fetch_add(1, Ordering::AcqRel);
+        }
+        FlightTicket { cache: self, key, cell, leader }
     }
 
     async fn bypass<F, Fut>(&self, load: F) -> Result<Option<(Cached, CacheOutcome)>, ApiError>

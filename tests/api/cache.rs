@@ -85,7 +85,7 @@ async fn writes_on_one_replica_are_seen_by_a_second_replica_at_once() {
     assert_eq!(header(a_miss.headers(), "etag"), header(b_hit.headers(), "etag"));
 }
 
-async fn slow_miss_race(a: TestApp, gate: FillGate, writer: &TestApp) {
+async fn slow_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp) {
     let rec = writer.create("race", json!("old")).await;
     let id = rec["id"].as_i64().expect("id");
     // R misses and reads "old" from the database, then parks just before filling the cache.
@@ -102,7 +102,7 @@ async fn slow_miss_race(a: TestApp, gate: FillGate, writer: &TestApp) {
     let r = reader.await.expect("reader");
     assert_eq!(r["value"], "old");
     // ... but no read that starts after W answered may see "old", on either replica, ever.
-    for app in [&a, writer, &a] {
+    for app in [a, writer, a] {
         let resp = app.get_data(id).await;
         assert_eq!(body(resp).await["value"], "new");
     }
@@ -113,7 +113,7 @@ async fn a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() 
     let (hook, gate) = FillGate::hook("}:body");
     let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
     let b = a.peer().await;
-    slow_miss_race(a, gate, &b).await;
+    slow_miss_race(&a, gate, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,18 +122,8 @@ async fn the_slow_miss_race_is_also_safe_in_process() {
     let mut c = crate::helpers::embedded_config();
     c.fill_hook = Some(hook);
     let a = crate::helpers::start(c).await;
-    let rec = a.create("race", json!("old")).await;
-    let id = rec["id"].as_i64().expect("id");
-    let reader = {
-        let (client, url) = (a.client.clone(), a.url(&format!("/data/{id}")));
-        tokio::spawn(async move { client.get(url).send().await.expect("get").json::<Value>().await.expect("json") })
-    };
-    gate.reached.notified().await;
-    assert_eq!(a.put_data(id, &json!({"value": "new"})).await.status(), 200);
-    gate.release.notify_one();
-    assert_eq!(reader.await.expect("reader")["value"], "old");
-    assert_eq!(body(a.get_data(id).await).await["value"], "new");
-    assert_eq!(body(a.get_data(id).await).await["value"], "new");
+    // One process is both the slow reader and the writer.
+    slow_miss_race(&a, gate, &a).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,6 +156,7 @@ async fn concurrent_misses_on_one_key_cause_one_database_read() {
     }
     let after = app.metric("aside_db_queries_total{op=\"get\"}").await;
     assert_eq!(after - before, 1.0, "{N} concurrent misses, one database read");
+    assert_eq!((app.cache.flights(), app.cache.followers()), (0, 0), "no flight outlives its requests");
     assert_eq!(x_cache(&app.get_data(id).await), "HIT");
 }
 
@@ -286,10 +277,13 @@ async fn cache_disabled_bypasses_reads_but_still_invalidates() {
     let id = rec["id"].as_i64().expect("id");
     on.get_data(id).await;
     assert_eq!(x_cache(&on.get_data(id).await), "HIT");
+    let bypass = "aside_cache_lookups_total{outcome=\"bypass\"}";
+    let before = off.metric(bypass).await;
     for _ in 0..2 {
         assert_eq!(x_cache(&off.get_data(id).await), "BYPASS");
         assert_eq!(x_cache(&off.list_data("").await), "BYPASS");
     }
+    assert_eq!(off.metric(bypass).await - before, 4.0, "one bypass lookup per GET");
     assert_eq!(off.get_json("/ready").await["checks"]["cache"], "disabled");
     // A write through the switched-off replica still invalidates the shared cache.
     off.put_data(id, &json!({"value": "v2"})).await;

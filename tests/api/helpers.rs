@@ -28,7 +28,8 @@ use tokio::{
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
-        aside::telemetry::init(aside::config::LogFormat::Text);
+        // Leaked on purpose: the writer guard must outlive every test in the binary.
+        std::mem::forget(aside::telemetry::init(aside::config::LogFormat::Text));
     }
 });
 
@@ -42,6 +43,7 @@ fn required_env(name: &str) -> String {
 pub struct TestApp {
     pub addr: String,
     pub port: u16,
+    pub metrics_port: Option<u16>,
     pub client: Client,
     pub config: Config,
     pub cache: Arc<Cache>,
@@ -103,11 +105,13 @@ pub async fn start(config: Config) -> TestApp {
     LazyLock::force(&TRACING);
     let app = App::build(config.clone()).await.expect("app builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let (cache, db, stop) = (app.cache(), app.db(), app.stop_handle());
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         config,
         cache,

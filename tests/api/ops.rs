@@ -9,7 +9,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Proxy, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
+    Proxy, TestApp, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
     spawn_embedded_app, test_config, via_proxy,
 };
 
@@ -24,13 +24,18 @@ async fn health_is_200_and_ready_reports_its_checks() {
     assert_eq!(v, json!({"status": "ready", "checks": {"database": "ok", "cache": "ok"}}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_restart() {
-    // Arrange: the app reaches Postgres through a proxy we can cut.
+/// An app whose Postgres connections go through a proxy the test can cut or silence.
+async fn spawn_app_behind_postgres_proxy() -> (TestApp, Proxy) {
     let mut config = test_config().await;
     let proxy = Proxy::start(socket_of(&config.database_url)).await;
     config.database_url = via_proxy(&config.database_url, proxy.port);
-    let app = crate::helpers::start(config).await;
+    (crate::helpers::start(config).await, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_restart() {
+    // Arrange: the app reaches Postgres through a proxy we can cut.
+    let (app, proxy) = spawn_app_behind_postgres_proxy().await;
     let rec = app.create("pg-down", json!(1)).await;
     let id = rec["id"].as_i64().expect("id");
     app.get_data(id).await; // cached now
@@ -63,10 +68,7 @@ async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_postgres_is_a_503_within_5_seconds() {
-    let mut config = test_config().await;
-    let proxy = Proxy::start(socket_of(&config.database_url)).await;
-    config.database_url = via_proxy(&config.database_url, proxy.port);
-    let app = crate::helpers::start(config).await;
+    let (app, proxy) = spawn_app_behind_postgres_proxy().await;
     app.create("warm", json!(1)).await; // a pooled connection exists and will go silent
     proxy.blackhole();
     let t = Instant::now();
@@ -250,4 +252,50 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     assert_eq!(log["status"], 404);
     assert!(log["latency_ms"].is_number());
     assert_eq!(log["span"]["request_id"], "trace-me-123");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_by_postgres_are_retried_for_reads_and_never_a_500() {
+    // Postgres restarting (or an admin) terminates every pooled connection: SQLSTATE 57P01.
+    let app = spawn_app_with(|c| c.cache_enabled = false).await;
+    let rec = app.create("terminated", json!(1)).await;
+    let db_name = app.config.database_url.rsplit('/').next().expect("db name").to_owned();
+    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL"))
+        .await
+        .expect("admin connection");
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
+    );
+    use sea_orm::ConnectionTrait;
+    for _ in 0..3 {
+        admin.execute_unprepared(&terminate).await.expect("terminate");
+        // Reads retry once on a fresh connection: the client never notices.
+        assert_eq!(app.get_data(&rec["id"]).await.status(), 200);
+        admin.execute_unprepared(&terminate).await.expect("terminate");
+        assert_eq!(app.list_data("").await.status(), 200);
+        // Writes are not retried (their outcome is unknown), but a dead connection is a 503, not a 500.
+        admin.execute_unprepared(&terminate).await.expect("terminate");
+        let r = app.put_data(&rec["id"], &json!({"value": 2})).await;
+        assert!(r.status() == 200 || r.status() == 503, "got {}", r.status());
+        if r.status() == 503 {
+            assert_problem(r, 503).await;
+        }
+    }
+    let _ = admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_bind_addr_moves_metrics_to_their_own_port() {
+    let app = spawn_app_with(|c| c.metrics_bind_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let port = app.metrics_port.expect("metrics port bound");
+    app.create("own-port", json!(1)).await;
+    // Not on the API port any more (so a NetworkPolicy on the metrics port really limits who reads it).
+    assert_problem(app.client.get(app.url("/metrics")).send().await.expect("get"), 404).await;
+    let text = app.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.expect("get");
+    assert_eq!(text.status(), 200);
+    let text = text.text().await.expect("text");
+    assert!(text.contains(r#"http_route="/data",le="#), "API traffic is measured: {text}");
+    assert!(text.contains("aside_records_created_total 1"));
+    let other = app.client.get(format!("http://127.0.0.1:{port}/data")).send().await.expect("get");
+    assert_problem(other, 404).await;
 }

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# scripts/deploy.sh: from nothing to aside on a local k3d cluster in one command (idempotent; re-run to update).
+#
+# Usage: scripts/deploy.sh [MODE] [-h|--help]
+#   (no mode)     plain manifests: kubectl apply -k k8s/ (with the image tag set to the git SHA), wait for rollout
+#   --argocd      install Argo CD (argocd/install), apply argocd/appproject.yaml + argocd/application.yaml,
+#                 wait until the Application is Synced + Healthy; prints the Argo CD UI and admin password command
+#   --local-git   like --argocd, but Argo CD pulls from THIS clone, served by `git daemon` on the host and reached
+#                 from k3d as git://host.k3d.internal:9418 (20 s reconciliation): commit locally, watch it sync.
+#                 No GitHub repository needed. Stop the daemon with --destroy.
+#   --helm        helm upgrade --install charts/aside (+ values-k3d.yaml), then `helm test` (POST -> GET MISS -> GET HIT)
+#   --destroy     delete the k3d cluster and stop the git daemon started by --local-git
+#   -h, --help    this text
+#
+# Every mode (but --destroy) creates or reuses the k3d cluster "$CLUSTER" with the NodePorts mapped to localhost
+# (30080 API, 30090 Prometheus, 30030 Grafana, 30443 Argo CD; Traefik HTTPS on 8443), builds the image
+# aside:<git-sha> with docker, imports it into k3d, and creates the self-signed TLS Secret for https://aside.localhost:8443.
+# Port mappings can only be set when a k3d cluster is created: an existing cluster without them is refused.
+#
+# Environment (defaults): CLUSTER=aside  NAMESPACE=aside  K3S_IMAGE=rancher/k3s:v1.32.5-k3s1
+#   SERVER_MEMORY=4g  TIMEOUT=600s  TAG=<git short SHA, +-dirty-<time> for uncommitted changes>
+#   REPO_URL / REVISION: the Git source Argo CD follows (default: argocd/application.yaml's, i.e. GitHub main)
+#   GIT_DAEMON_PORT=9418 (--local-git)  SKIP_BUILD=1 reuses an already imported aside:$TAG
+# Needs: docker (with a running engine), k3d, kubectl, openssl, git; helm for --helm.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CLUSTER="${CLUSTER:-aside}"
+NAMESPACE="${NAMESPACE:-aside}"
+K3S_IMAGE="${K3S_IMAGE:-rancher/k3s:v1.32.5-k3s1}"
+SERVER_MEMORY="${SERVER_MEMORY:-4g}"
+TIMEOUT="${TIMEOUT:-600s}"
+GIT_DAEMON_PORT="${GIT_DAEMON_PORT:-9418}"
+STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/aside-deploy"
+MODE="manifests"
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
+log() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --argocd) MODE="argocd" ;;
+    --local-git) MODE="local-git" ;;
+    --helm) MODE="helm" ;;
+    --destroy) MODE="destroy" ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+  shift
+done
+
+need() {
+  local tool="$1" hint="$2"
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found. Install it: $hint"
+}
+
+check_prereqs() {
+  need docker "https://docs.docker.com/engine/install/ (the engine, not only the CLI)"
+  need k3d "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash  (or: brew install k3d)"
+  need kubectl "https://kubernetes.io/docs/tasks/tools/  (or: brew install kubectl)"
+  need git "apt-get install git  (or: brew install git)"
+  if [[ "$MODE" != "destroy" ]]; then
+    need openssl "apt-get install openssl  (or: brew install openssl)"
+    docker info >/dev/null 2>&1 || die "docker is installed but no engine answers (start Docker; is your user in the docker group?)"
+  fi
+  if [[ "$MODE" == "helm" ]]; then
+    need helm "https://helm.sh/docs/intro/install/  (or: brew install helm)"
+  fi
+}
+
+# On any failure: what the cluster looked like.
+dump_state() {
+  local rc=$?
+  [[ $rc -eq 0 ]] && return 0
+  echo "---- deploy failed (exit $rc); cluster state:" >&2
+  kubectl get pods -A -o wide >&2 2>/dev/null || true
+  kubectl -n "$NAMESPACE" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 30 >&2 || true
+  kubectl -n "$NAMESPACE" logs -l app.kubernetes.io/name=aside --all-containers --prefix --tail=100 >&2 2>/dev/null || true
+  if [[ "$MODE" == "argocd" || "$MODE" == "local-git" ]]; then
+    kubectl -n argocd get application aside -o jsonpath='{.status.conditions}{"\n"}{.status.operationState.message}{"\n"}' >&2 2>/dev/null || true
+  fi
+  return "$rc"
+}
+
+cluster_up() {
+  if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then
+    log "reusing k3d cluster $CLUSTER"
+    k3d cluster start "$CLUSTER" >/dev/null 2>&1 || true
+    local p
+    for p in 30080 30090 30030 30443; do
+      docker port "k3d-$CLUSTER-server-0" "$p/tcp" >/dev/null 2>&1 \
+        || die "cluster $CLUSTER has no localhost mapping for NodePort $p (mappings are fixed at creation): run $0 --destroy, then again"
+    done
+  else
+    log "creating k3d cluster $CLUSTER ($K3S_IMAGE, server memory $SERVER_MEMORY)"
+    k3d cluster create "$CLUSTER" --image "$K3S_IMAGE" --servers 1 --agents 0 --servers-memory "$SERVER_MEMORY" \
+      -p "30080:30080@server:0" -p "30090:30090@server:0" -p "30030:30030@server:0" -p "30443:30443@server:0" \
+      -p "8443:443@loadbalancer" --wait
+  fi
+  kubectl config use-context "k3d-$CLUSTER" >/dev/null
+}
+
+image_tag() {
+  if [[ -n "${TAG:-}" ]]; then
+    echo "$TAG"
+  elif [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
+    # Uncommitted changes: a fresh tag each run, so IfNotPresent never keeps a stale image.
+    echo "$(git -C "$ROOT" rev-parse --short=12 HEAD)-dirty-$(date +%s)"
+  else
+    git -C "$ROOT" rev-parse --short=12 HEAD
+  fi
+}
+
+build_and_import() {
+  if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
+    log "SKIP_BUILD=1: using aside:$TAG as already imported"
+    return 0
+  fi
+  log "building aside:$TAG"
+  docker build -t "aside:$TAG" --build-arg VCS_REF="$(git -C "$ROOT" rev-parse HEAD)" "$ROOT"
+  log "importing aside:$TAG into k3d cluster $CLUSTER"
+  k3d image import "aside:$TAG" -c "$CLUSTER"
+}
+
+ensure_namespace() {
+  kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+}
+
+# Self-signed certificate for the Ingress, made once per cluster and never written into the repo.
+ensure_tls() {
+  ensure_namespace "$NAMESPACE"
+  if kubectl -n "$NAMESPACE" get secret aside-tls >/dev/null 2>&1; then
+    return 0
+  fi
+  log "creating self-signed TLS Secret aside-tls for aside.localhost"
+  local tmp
+  tmp="$(mktemp -d)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=aside.localhost" \
+    -addext "subjectAltName=DNS:aside.localhost" -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+  kubectl -n "$NAMESPACE" create secret tls aside-tls --cert="$tmp/tls.crt" --key="$tmp/tls.key" \
+    --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  rm -rf "$tmp"
+}
+
+wait_stack() {
+  log "waiting for the rollout"
+  kubectl -n "$NAMESPACE" rollout status statefulset/aside-postgres --timeout="$TIMEOUT"
+  local d
+  for d in aside-redis aside aside-prometheus aside-grafana; do
+    kubectl -n "$NAMESPACE" rollout status "deployment/$d" --timeout="$TIMEOUT"
+  done
+}
+
+deploy_manifests() {
+  local overlay
+  # A throwaway overlay that only sets the image tag; k8s/ itself stays as committed. Inside the repo
+  # because kustomize refuses absolute resource paths (gitignored, removed right after).
+  overlay="$(mktemp -d "$ROOT/.deploy-overlay.XXXXXX")"
+  cat >"$overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../k8s
+images:
+  - name: aside
+    newTag: "$TAG"
+YAML
+  log "applying k8s/ (image aside:$TAG)"
+  kubectl apply -k "$overlay"
+  rm -rf "$overlay"
+  wait_stack
+}
+
+start_git_daemon() {
+  mkdir -p "$STATE_DIR"
+  local pidfile="$STATE_DIR/git-daemon.pid"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "git daemon already serving (pid $(cat "$pidfile"))"
+  else
+    log "serving $ROOT read-only with git daemon on port $GIT_DAEMON_PORT"
+    # Only this repository is exported (the whitelist argument), read-only.
+    git daemon --reuseaddr --detach --pid-file="$pidfile" --port="$GIT_DAEMON_PORT" \
+      --base-path="$(dirname "$ROOT")" --export-all "$ROOT"
+  fi
+  REPO_URL="git://host.k3d.internal:$GIT_DAEMON_PORT/$(basename "$ROOT")"
+  REVISION="${REVISION:-$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)}"
+}
+
+deploy_argocd() {
+  log "installing Argo CD (argocd/install: pinned upstream release + local sizing)"
+  ensure_namespace argocd
+  kubectl apply --server-side --force-conflicts -k "$ROOT/argocd/install" >/dev/null
+  kubectl -n argocd rollout status statefulset/argocd-application-controller --timeout="$TIMEOUT"
+  kubectl -n argocd rollout status deployment/argocd-repo-server --timeout="$TIMEOUT"
+  kubectl -n argocd rollout status deployment/argocd-server --timeout="$TIMEOUT"
+  if [[ "$MODE" == "local-git" ]]; then
+    start_git_daemon
+  fi
+  local repo="${REPO_URL:-}" rev="${REVISION:-}"
+  log "applying argocd/appproject.yaml + argocd/application.yaml (repo ${repo:-as committed}, revision ${rev:-as committed}, image aside:$TAG)"
+  # Only the marked lines change: repoURL, targetRevision, the image override, the project's source repo.
+  sed -e "${repo:+s#^\(    repoURL: \).*\$#\1$repo#}" \
+    -e "${rev:+s#^\(    targetRevision: \).*\$#\1$rev#}" \
+    -e "s#- aside=aside:.*\$#- aside=aside:$TAG#" "$ROOT/argocd/application.yaml" >"$STATE_DIR/application.yaml"
+  sed -e "${repo:+s#^\(    - \)[^ ]*\(  \# repoURL\)\$#\1$repo\2#}" "$ROOT/argocd/appproject.yaml" >"$STATE_DIR/appproject.yaml"
+  kubectl apply -f "$STATE_DIR/appproject.yaml" -f "$STATE_DIR/application.yaml"
+  log "waiting for Application aside to be Synced + Healthy"
+  local deadline=$((SECONDS + ${TIMEOUT%s})) state=""
+  while ((SECONDS < deadline)); do
+    state="$(kubectl -n argocd get application aside -o jsonpath='{.status.sync.status} {.status.health.status}' 2>/dev/null || true)"
+    [[ "$state" == "Synced Healthy" ]] && break
+    sleep 5
+  done
+  [[ "$state" == "Synced Healthy" ]] || die "Application aside is '$state' after $TIMEOUT"
+  wait_stack
+}
+
+deploy_helm() {
+  if kubectl -n "$NAMESPACE" get deployment aside >/dev/null 2>&1 \
+    && [[ -z "$(kubectl -n "$NAMESPACE" get deployment aside -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}')" ]]; then
+    die "namespace $NAMESPACE already holds aside from plain manifests or Argo CD; run $0 --destroy first"
+  fi
+  log "helm upgrade --install aside (image aside:$TAG)"
+  helm upgrade --install aside "$ROOT/charts/aside" -n "$NAMESPACE" --create-namespace \
+    -f "$ROOT/charts/aside/values-k3d.yaml" --set image.tag="$TAG" --wait --timeout "$TIMEOUT"
+  log "helm test aside"
+  helm test aside -n "$NAMESPACE" --logs
+}
+
+destroy() {
+  local pidfile="$STATE_DIR/git-daemon.pid"
+  if [[ -f "$pidfile" ]]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+    log "stopped git daemon"
+  fi
+  if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then
+    k3d cluster delete "$CLUSTER"
+  else
+    log "no k3d cluster $CLUSTER"
+  fi
+}
+
+print_urls() {
+  cat <<TXT
+
+aside is up ($MODE, image aside:$TAG):
+  API          http://localhost:30080/data
+  Swagger UI   http://localhost:30080/docs
+  Ingress TLS  https://aside.localhost:8443/docs   (self-signed: curl -k)
+  Prometheus   http://localhost:30090/alerts
+  Grafana      http://localhost:30030/d/aside   (admin password: kubectl -n $NAMESPACE get secret aside-grafana -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d)
+  Write token  kubectl -n $NAMESPACE get secret aside -o jsonpath='{.data.API_TOKEN}' | base64 -d
+TXT
+  if [[ "$MODE" == "argocd" || "$MODE" == "local-git" ]]; then
+    cat <<TXT
+  Argo CD UI   https://localhost:30443   (user admin)
+  password     kubectl -n argocd get secret argocd-initial-admin-secret -o jsonpath='{.data.password}' | base64 -d
+TXT
+  fi
+  if [[ "$MODE" == "local-git" ]]; then
+    echo "  Git source   $REPO_URL @ $REVISION: commit on that branch and Argo CD syncs within ~20 s"
+  fi
+}
+
+main() {
+  check_prereqs
+  if [[ "$MODE" == "destroy" ]]; then
+    destroy
+    return 0
+  fi
+  trap dump_state EXIT
+  mkdir -p "$STATE_DIR"
+  TAG="$(image_tag)"
+  cluster_up
+  build_and_import
+  ensure_tls
+  case "$MODE" in
+    manifests) deploy_manifests ;;
+    argocd | local-git) deploy_argocd ;;
+    helm) deploy_helm ;;
+  esac
+  print_urls
+}
+
+main

