@@ -376,6 +376,10 @@ run_drill() { # NAME
 }
 
 main() {
+  local n
+  for n in "$@"; do
+    [[ "$n" == all ]] || declare -F "drill_${n//-/_}" >/dev/null || die "unknown drill '$n' (try -h)"
+  done
   ensure_tools
   if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     log "cargo build --release --bin aside"
@@ -385,7 +389,7 @@ main() {
   trap cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  local names=() n
+  local names=()
   for n in "$@"; do
     if [[ "$n" == all ]]; then
       names+=(rolling-restart redis-outage postgres-outage race)
