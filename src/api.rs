@@ -19,7 +19,7 @@ use crate::{
     db::{Store, record},
     error::ApiError,
     metrics::Metrics,
-    model::{NewRecord, Record, RecordPage, RecordUpdate},
+    model::{Key, NewRecord, Record, RecordPage, RecordUpdate},
 };
 
 #[derive(Tags)]
@@ -136,13 +136,18 @@ impl DataApi {
         commit: impl Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
     ) -> Result<Option<T>, ApiError> {
         let cache = self.cache.clone();
-        let task = tokio::spawn(async move {
+        let work = async move {
             let done = commit.await?;
             if done.is_some() {
                 cache.invalidate(record).await;
             }
             Ok(done)
-        });
+        };
+        // The spawned task logs under the request's id too.
+        let task = match crate::logging::current_request_id() {
+            Some(id) => tokio::spawn(crate::logging::with_request_id(id, work)),
+            None => tokio::spawn(work),
+        };
         task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "write task failed");
             Err(ApiError::internal())
@@ -158,7 +163,7 @@ impl DataApi {
     /// A key that already exists is 409. Needs the bearer token when the server has `API_TOKEN` set.
     #[oai(path = "/data", method = "post", operation_id = "createRecord")]
     async fn create(&self, _auth: WriteAuth, body: Json<NewRecord>) -> Result<CreateResponse, ApiError> {
-        let NewRecord { key, value } = body.0;
+        let NewRecord { key: Key(key), value } = body.0;
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
         let row = self
             .write(None, async move {
@@ -215,13 +220,12 @@ impl DataApi {
         #[oai(default, validator(minimum(value = "0")))]
         after: Query<i64>,
         /// Exact-match key filter (1..=200 characters, no control characters).
-        #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
-        key: Query<Option<String>>,
+        key: Query<Option<Key>>,
         /// An ETag from an earlier response: answers 304 while the page is unchanged.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> Result<ReadResponse<RecordPage>, ApiError> {
-        let (limit, after, key) = (limit.0, after.0, key.0);
+        let (limit, after, key) = (limit.0, after.0, key.0.map(|k| k.0));
         let entry = EntryKey::Page { after, limit, key: key.clone() };
         let found = Box::pin(self.cache.read(entry, || async {
             let mut rows = self.store.list(after, limit, key.as_deref()).await?;

@@ -7,7 +7,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{config::Config, migration, startup::App, telemetry};
+use crate::{config::Config, logging, migration, startup::App};
 
 /// What the user asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub async fn run(cmd: Command) -> ExitCode {
     if cmd == Command::Healthcheck {
         return healthcheck(&config).await;
     }
-    let _log_flush = telemetry::init(config.log_format);
+    let _log_flush = logging::init(config.log_format);
     let result = match cmd {
         Command::Migrate => migration::run(&config).await.map_err(|e| format!("migration failed: {e}")),
         _ => serve(config).await,

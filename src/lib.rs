@@ -19,6 +19,8 @@ pub mod db;
 pub mod error;
 /// `/health` and `/ready`.
 pub mod health;
+/// JSON log lines (request id from a task-local), batched to stdout.
+pub mod logging;
 /// OpenTelemetry meter, Prometheus exporter, `/metrics`.
 pub mod metrics;
 /// Migrations (run by `aside migrate` and at start-up, under an advisory lock on Postgres).
@@ -27,5 +29,5 @@ pub mod migration;
 pub mod model;
 /// Builds the app (routes, middleware) and runs it with the graceful drain.
 pub mod startup;
-/// Logging, request ids, the access log and HTTP metrics middleware.
+/// Request ids, the access log and the HTTP metrics middleware.
 pub mod telemetry;

@@ -2,9 +2,12 @@
 //! the schema alone cannot express: control characters, exactly storable numbers, no `\u0000`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::borrow::Cow;
+
 use poem_openapi::{
     Object,
-    types::{Example, ParseError, ParseResult},
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{Example, ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
 };
 use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
@@ -67,11 +70,7 @@ impl Example for RecordPage {
 #[oai(deny_unknown_fields, example)]
 pub struct NewRecord {
     /// Unique key, 1..=200 characters, no control characters; stored exactly as sent.
-    #[oai(
-        validator(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"),
-        deserialize_with = "key_string"
-    )]
-    pub key: String,
+    pub key: Key,
     /// Any JSON value (`null` included); required.
     #[oai(deserialize_with = "required_value")]
     pub value: Value,
@@ -79,7 +78,7 @@ pub struct NewRecord {
 
 impl Example for NewRecord {
     fn example() -> Self {
-        Self { key: "user:1001".into(), value: example_value() }
+        Self { key: Key("user:1001".into()), value: example_value() }
     }
 }
 
@@ -103,15 +102,73 @@ fn required_value(v: Option<Value>) -> ParseResult<Value> {
     v.ok_or_else(|| ParseError::custom("field `value` is required (send `\"value\": null` for null)"))
 }
 
-// poem-openapi would turn `"key": 5` into "5"; the contract says a schema violation is a 400.
-fn key_string(v: Option<Value>) -> ParseResult<String> {
-    match v {
-        Some(Value::String(s)) => match key_problem(&s) {
-            None => Ok(s),
+/// A record key (body field or `key=` filter): 1..=200 Unicode scalar values, no control characters.
+///
+/// A type of its own rather than `String` with validators: poem-openapi's `pattern` validator compiles
+/// its regex on every request (`validation/pattern.rs`), which profiled as the largest cost of a POST;
+/// and its `String` parser would turn `"key": 5` into "5", where the contract wants a 400.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key(pub String);
+
+/// The schema's spelling of the control-character rule (documentation; `key_problem` enforces it).
+const KEY_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+
+impl Type for Key {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string(key)".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            min_length: Some(1),
+            max_length: Some(MAX_KEY_CHARS),
+            pattern: Some(KEY_PATTERN.into()),
+            example: Some(Value::String("user:1001".into())),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl Key {
+    fn parse(s: String) -> ParseResult<Self> {
+        match key_problem(&s) {
+            None => Ok(Self(s)),
             Some(problem) => Err(ParseError::custom(problem)),
-        },
-        Some(other) => Err(ParseError::custom(format!("`key` must be a string, got {}", json_kind(&other)))),
-        None => Err(ParseError::custom("field `key` is required")),
+        }
+    }
+}
+
+impl ParseFromJSON for Key {
+    fn parse_from_json(v: Option<Value>) -> ParseResult<Self> {
+        match v {
+            Some(Value::String(s)) => Self::parse(s),
+            Some(other) => Err(ParseError::custom(format!("`key` must be a string, got {}", json_kind(&other)))),
+            None => Err(ParseError::custom("field `key` is required")),
+        }
+    }
+}
+
+impl ParseFromParameter for Key {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Self::parse(value.to_owned())
+    }
+}
+
+impl ToJSON for Key {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
     }
 }
 

@@ -1,7 +1,6 @@
-//! Logging and request observation (contract: "Headers", "Metrics"). `init` installs the tracing
-//! subscriber (JSON by default); `Observe` is the outermost middleware: it assigns the request id,
-//! opens the request's span (so every log line of the request carries the id), records the HTTP
-//! histogram under the route template, writes the access log and, while draining, asks clients to
+//! Request observation (contract: "Headers", "Metrics"). `Observe` is the outermost middleware: it
+//! assigns the request id (and scopes it so every log line of the request carries it), records the
+//! HTTP histogram under the route template, writes the access log and, while draining, asks clients to
 //! reconnect elsewhere with `Connection: close`.
 
 use std::{
@@ -16,29 +15,8 @@ use poem::{
     Endpoint, IntoResponse, PathPattern, Request, Response, Result,
     http::{HeaderValue, header},
 };
-use std::io::BufWriter;
 
-use tracing::Instrument;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
-
-use crate::{body::RouteLabel, config::LogFormat, metrics};
-
-/// Installs the global subscriber; later calls (tests) are no-ops. Lines are formatted on the request's
-/// thread but written by a background thread through a 64 KiB buffer, flushed whenever the queue runs
-/// dry: one `write(2)` per batch instead of one per line. Keep the guard alive until exit (it flushes).
-/// Under overload (128 Ki lines queued) lines are dropped rather than requests slowed.
-pub fn init(format: LogFormat) -> Option<WorkerGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) =
-        NonBlockingBuilder::default().lossy(true).finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let installed = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-    };
-    installed.ok().map(|()| guard)
-}
+use crate::{body::RouteLabel, logging, metrics};
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -62,8 +40,9 @@ impl Observe {
             _ => uuid::Uuid::new_v4().to_string(),
         };
         let method = req.method().clone();
-        let span = tracing::info_span!("request", request_id = %request_id);
-        let mut resp = match ep.call(req).instrument(span.clone()).await {
+        // The id rides in a task-local that the log formatter reads: no span per request.
+        let handled = logging::with_request_id(request_id.clone().into(), ep.call(req)).await;
+        let mut resp = match handled {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
         };
@@ -80,15 +59,14 @@ impl Observe {
         if self.draining.load(Ordering::Relaxed) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        span.in_scope(|| {
-            tracing::info!(
-                method = %method,
-                route,
-                status,
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
-        });
+        tracing::info!(
+            request_id = %request_id,
+            method = method.as_str(),
+            route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
         Ok(resp)
     }
 }

@@ -29,7 +29,7 @@ use tokio::{
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var("TEST_LOG").is_ok() {
         // Leaked on purpose: the writer guard must outlive every test in the binary.
-        std::mem::forget(aside::telemetry::init(aside::config::LogFormat::Text));
+        std::mem::forget(aside::logging::init(aside::config::LogFormat::Text));
     }
 });
 

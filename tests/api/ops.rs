@@ -251,7 +251,9 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     assert_eq!(log["route"], "/data/{id}");
     assert_eq!(log["status"], 404);
     assert!(log["latency_ms"].is_number());
-    assert_eq!(log["span"]["request_id"], "trace-me-123");
+    assert_eq!(log["request_id"], "trace-me-123");
+    assert!(log["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(log["level"], "INFO");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
