@@ -225,22 +225,11 @@ PY
 
 # process start -> /ready 200, in ms, with Postgres and Redis up and the schema migrated
 measure_start() {
-  local port t0 t1 pid i code
+  local port
   port="$(_svc_free_port)"
-  t0=$(date +%s%N)
-  env DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" BIND_ADDR="127.0.0.1:$port" \
-    RUST_LOG=warn "$BIN" serve >/dev/null 2>&1 &
-  pid=$!
-  for ((i = 0; i < 4000; i++)); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ready" 2>/dev/null || true)"
-    [[ "$code" == 200 ]] && break
-    sleep 0.002
-  done
-  t1=$(date +%s%N)
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  [[ "$code" == 200 ]] || die "aside never became ready"
-  echo $(((t1 - t0) / 1000000))
+  DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" BIND_ADDR="127.0.0.1:$port" \
+    RUST_LOG=warn python3 scripts/bench/start_ready.py "$port" "$BIN" serve ||
+    die "aside never became ready"
 }
 
 # --- main -------------------------------------------------------------------------------------

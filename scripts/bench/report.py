@@ -116,7 +116,9 @@ def main():
     s1_cpu = med([r["cpu_us_per_req"] for r in by.get("S1", [])])
     svc = [r for r in rows if r["scenario"].startswith("S")]
     bad = sum(r["non2xx"] + r["socket_errors"] for r in svc)
-    rss = max([r["peak_rss_mb"] or 0 for r in svc] or [0])
+    rss = max([r["peak_rss_mb"] or 0 for r in svc if r["round"] >= 1] or [0])
+    rss_curve = max([r["peak_rss_mb"] or 0 for r in svc if r["round"] == 0] or [0])
+    curve_max = max([r["conns"] for r in svc if r["round"] == 0] or [0])
     start = med(starts)
 
     def verdict(ok):
@@ -140,7 +142,9 @@ def main():
     if s4_pg is not None:
         p(f"| S4 POST ≥ 0.8 × pgbench insert ceiling | {s4_pg:.2f} × (rounds: {rl(s4_pg_all)}) | {verdict(s4_pg >= 0.8)} |")
     p(f"| no non-2xx (or socket error) anywhere | {bad} | {verdict(bad == 0)} |")
-    p(f"| RSS ≤ 40 MB under load | peak {rss:.1f} MB | {verdict(rss <= 40)} |")
+    p(f"| RSS ≤ 40 MB under load ({a.conns} connections, every scenario) | peak {rss:.1f} MB | {verdict(rss <= 40)} |")
+    if rss_curve:
+        p(f"| RSS ≤ 40 MB, latency curve up to {curve_max} connections | peak {rss_curve:.1f} MB | {verdict(rss_curve <= 40)} |")
     if start is not None:
         p(f"| process start → /ready 200 ≤ 150 ms (Postgres + Redis up) | median {start} ms (runs: {', '.join(map(str, starts))}) | {verdict(start <= 150)} |")
     if s1_poem is not None:

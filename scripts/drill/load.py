@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Load generator + checker for scripts/drill.sh (standard library only).
+
+  load.py run   --target URL [--target URL2] --duration S --out FILE [options]
+  load.py check --drill NAME --data FILE --events FILE
+
+`run` creates --records records (value {"seq": 0}), reads each once (so the cache is warm), then runs
+reader and writer threads for --duration seconds against the targets (each request picks one at
+random) and saves every request: kind, target, start/end time, status, X-Cache, Content-Type, the
+`seq` it wrote or saw. Writers own disjoint records and PUT {"seq": n+1} only after n was
+acknowledged, so per record the acknowledged seqs increase in commit order.
+
+`check` reads the requests and the drill's event times (lines "NAME EPOCH_SECONDS" written by
+drill.sh) and prints one "PASS …"/"FAIL …" line per check. Every drill also checks read-your-writes:
+a read that started after a write's 2xx response must see that write's seq or a later one.
+"""
+import argparse
+import bisect
+import http.client
+import json
+import os
+import random
+import sys
+import threading
+import time
+import urllib.parse
+
+KIND_ID, KIND_KEY, KIND_LIST, KIND_MISSKEY, KIND_PUT = "id", "key", "list", "misskey", "put"
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection per (thread, target); reconnects after errors."""
+
+    def __init__(self, url, timeout):
+        u = urllib.parse.urlparse(url)
+        self.host, self.port, self.timeout = u.hostname, u.port, timeout
+        self.c = None
+
+    def request(self, method, path, body=None, headers=None):
+        if self.c is None:
+            self.c = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self.c.request(method, path, body=body, headers=headers or {})
+            r = self.c.getresponse()
+            data = r.read()
+            return r.status, r.getheader("X-Cache"), r.getheader("Content-Type"), \
+                r.getheader("Connection"), data, None
+        except Exception as e:  # socket error / timeout / reset: a failed request
+            try:
+                self.c.close()
+            except Exception:
+                pass
+            self.c = None
+            return 0, None, None, None, b"", type(e).__name__
+
+
+def cmd_run(a):
+    token = {"Authorization": f"Bearer {a.token}"} if a.token else {}
+    jh = {"Content-Type": "application/json", **token}
+    targets = a.target
+    run_id = f"{int(time.time())}{random.randint(0, 9999)}"
+    setup = Conn(targets[0], 10)
+    records = []  # (id, key)
+    for i in range(a.records):
+        key = f"drill:{run_id}:{i}"
+        st, _, _, _, body, err = setup.request("POST", "/data", json.dumps({"key": key, "value": {"seq": 0}}), jh)
+        if st != 201:
+            sys.exit(f"setup: POST /data answered {st} {err or ''} {body[:200]!r}")
+        records.append((json.loads(body)["id"], key))
+    for t in targets:  # warm every replica's view of the cache
+        c = Conn(t, 10)
+        for rid, _ in records:
+            c.request("GET", f"/data/{rid}")
+    kinds = a.read_kinds.split(",")
+    deadline = time.time() + a.duration
+    out_reqs, out_probes, lock = [], [], threading.Lock()
+    stop = threading.Event()
+
+    def running():
+        return not stop.is_set() and time.time() < deadline
+
+    def stop_watcher():
+        while running():
+            if a.stop_file and os.path.exists(a.stop_file):
+                stop.set()
+            time.sleep(0.05)
+
+    def reader():
+        conns = [Conn(t, a.timeout) for t in targets]
+        mine = []
+        ids = [r[0] for r in records]
+        while running():
+            ti = random.randrange(len(targets))
+            kind = random.choice(kinds)
+            rid, key = random.choice(records)
+            if kind == KIND_ID:
+                path = f"/data/{rid}"
+            elif kind == KIND_KEY:
+                path = "/data?key=" + urllib.parse.quote(key)
+            elif kind == KIND_MISSKEY:
+                path = "/data?key=" + urllib.parse.quote(f"drill-miss:{random.getrandbits(64)}")
+            else:
+                path = "/data?limit=500&after=0"
+            t0 = time.time()
+            st, xc, ct, cc, body, err = conns[ti].request("GET", path)
+            t1 = time.time()
+            seen = None
+            if st == 200 and kind != KIND_MISSKEY:
+                try:
+                    doc = json.loads(body)
+                    if kind == KIND_ID:
+                        seen = {rid: doc["value"]["seq"]}
+                    elif kind == KIND_KEY:
+                        seen = {rid: doc["items"][0]["value"]["seq"]} if doc["items"] else {rid: -1}
+                    else:
+                        got = {it["id"]: it["value"]["seq"] for it in doc["items"]}
+                        seen = {i: got.get(i, -1) for i in ids}
+                except Exception as e:
+                    err = f"bad body: {type(e).__name__}"
+            mine.append([kind, ti, rid, t0, t1, st, xc, ct, cc, seen, err])
+        with lock:
+            out_reqs.extend(mine)
+
+    def writer(owned):
+        conns = [Conn(t, a.timeout) for t in targets]
+        seq = {rid: 0 for rid in owned}
+        mine = []
+        while running():
+            rid = random.choice(owned)
+            ti = random.randrange(len(targets))
+            n = seq[rid] + 1
+            t0 = time.time()
+            st, _, ct, cc, _, err = conns[ti].request(
+                "PUT", f"/data/{rid}", json.dumps({"value": {"seq": n}}), jh)
+            t1 = time.time()
+            seq[rid] = n  # even when it failed: a later seq is always larger
+            mine.append([KIND_PUT, ti, rid, t0, t1, st, None, ct, cc, {rid: n}, err])
+            if a.write_interval:
+                time.sleep(a.write_interval)
+        with lock:
+            out_reqs.extend(mine)
+
+    def prober(url):
+        u = urllib.parse.urlparse(url)
+        mine = []
+        while running():
+            t0 = time.time()
+            try:
+                c = http.client.HTTPConnection(u.hostname, u.port, timeout=2)
+                c.request("GET", u.path or "/ready")
+                st = c.getresponse().status
+                c.close()
+            except Exception:
+                st = 0
+            mine.append([url, t0, st])
+            time.sleep(0.1)
+        with lock:
+            out_probes.extend(mine)
+
+    threads = [threading.Thread(target=reader) for _ in range(a.readers)]
+    ids = [r[0] for r in records]
+    for w in range(a.writers):
+        owned = ids[w::a.writers]
+        if owned:
+            threads.append(threading.Thread(target=writer, args=(owned,)))
+    threads += [threading.Thread(target=prober, args=(u,)) for u in a.probe]
+    threads.append(threading.Thread(target=stop_watcher))
+    for t in threads:
+        t.start()
+    if a.started_file:
+        open(a.started_file, "w").write(str(time.time()))
+    for t in threads:
+        t.join()
+    json.dump({"targets": targets, "records": records, "reqs": out_reqs, "probes": out_probes},
+              open(a.out, "w"))
+    print(f"load: {len(out_reqs)} requests", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- check
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, ok, name, detail):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))] if xs else 0.0
+
+
+def failed(r):
+    return r[5] < 200 or r[5] > 299 or r[10] is not None
+
+
+def consistency(c, data):
+    """Read-your-writes: every read sees at least the newest seq acknowledged before it started."""
+    acked = {}  # rid -> sorted [(t_end, seq)]
+    for r in data["reqs"]:
+        if r[0] == KIND_PUT and 200 <= r[5] <= 299 and r[10] is None:
+            acked.setdefault(r[2], []).append((r[4], next(iter(r[9].values()))))
+    ends = {}
+    for rid, ws in acked.items():
+        ws.sort()
+        # seqs per record are acknowledged in increasing order; keep a running max to be safe
+        mx, run = 0, []
+        for t, s in ws:
+            mx = max(mx, s)
+            run.append((t, mx))
+        acked[rid] = run
+        ends[rid] = [t for t, _ in run]
+    reads = pairs = stale = 0
+    example = None
+    for r in data["reqs"]:
+        if r[0] == KIND_PUT or r[9] is None:
+            continue
+        for rid_s, seen in r[9].items():
+            rid = int(rid_s)
+            if rid not in ends:
+                continue
+            k = bisect.bisect_left(ends[rid], r[3])  # writes acknowledged strictly before the read
+            if k == 0:
+                continue
+            need = acked[rid][k - 1][1]
+            reads += 1
+            pairs += k
+            if seen < need:
+                stale += 1
+                if example is None:
+                    example = (f"{r[0]} read of record {rid} via target {r[1]} started "
+                               f"{r[3] - acked[rid][k - 1][0]:.4f} s after seq {need} was acknowledged, "
+                               f"saw seq {seen} (X-Cache {r[6]})")
+    c.check(stale == 0, "read-your-writes",
+            f"{stale} stale of {reads} record reads with an earlier acknowledged write "
+            f"({pairs} read/write pairs checked)" + (f"; first: {example}" if example else ""))
+    return reads, pairs
+
+
+def cmd_check(a):
+    data = json.load(open(a.data))
+    ev = {}
+    for ln in open(a.events):
+        if ln.strip():
+            n, t = ln.split()
+            ev[n] = float(t)
+    reqs = data["reqs"]
+    c = Checks()
+    n = len(reqs)
+    bad = [r for r in reqs if failed(r)]
+    gets = [r for r in reqs if r[0] != KIND_PUT]
+
+    def window(t0, t1):
+        return [r for r in reqs if t0 <= r[3] < t1]
+
+    def lat_ms(rs):
+        return [(r[4] - r[3]) * 1000 for r in rs]
+
+    def first_hit_after(t):
+        hs = [r[3] for r in gets if r[3] >= t and r[6] == "HIT"]
+        return (min(hs) - t) if hs else None
+
+    if a.drill in ("rolling-restart", "race", "redis-outage"):
+        kinds = {}
+        for r in bad:
+            k = f"{r[5]}" if r[10] is None else r[10]
+            kinds[k] = kinds.get(k, 0) + 1
+        c.check(not bad, "no failed requests", f"{len(bad)} of {n} failed {kinds if kinds else ''}".rstrip())
+
+    if a.drill == "redis-outage":
+        out = window(ev["redis_stop"], ev["redis_start"])
+        l = lat_ms(out)
+        c.check(out and pct(l, 99) <= 50, "p99 during the outage <= 50 ms",
+                f"p99 {pct(l, 99):.1f} ms, max {max(l or [0]):.1f} ms over {len(out)} requests")
+        byp = sum(1 for r in out if r[6] == "BYPASS")
+        c.check(byp > 0, "outage was real (X-Cache: BYPASS seen)", f"{byp} BYPASS answers while Redis was down")
+        h = first_hit_after(ev["redis_start"])
+        c.check(h is not None and h <= 5, "X-Cache: HIT again within 5 s of Redis returning",
+                f"first HIT {h:.2f} s after start" if h is not None else "no HIT after Redis returned")
+        fr = window(ev["redis_pause"], ev["redis_resume"])
+        l = lat_ms(fr)
+        c.check(fr and max(l) < 1000, "frozen Redis: every request < 1 s",
+                f"max {max(l or [0]):.1f} ms, p99 {pct(l, 99):.1f} ms over {len(fr)} requests")
+        h = first_hit_after(ev["redis_resume"])
+        c.check(h is not None and h <= 5, "X-Cache: HIT again within 5 s of Redis thawing",
+                f"first HIT {h:.2f} s after resume" if h is not None else "no HIT after Redis thawed")
+
+    if a.drill == "postgres-outage":
+        stop, start = ev["pg_stop"], ev["pg_start"]
+        out = window(stop, start)
+        wrong = [r for r in out if not (200 <= r[5] <= 299 or
+                 (r[5] == 503 and (r[7] or "").startswith("application/problem+json")))]
+        desc = {}
+        for r in wrong:
+            k = f"{r[5]} {r[7]}" if r[10] is None else r[10]
+            desc[k] = desc.get(k, 0) + 1
+        c.check(out and not wrong, "during the outage only 2xx or 503 problem+json",
+                f"{len(wrong)} of {len(out)} otherwise {desc if desc else ''}".rstrip())
+        hits = sum(1 for r in out if 200 <= r[5] <= 299 and r[6] == "HIT")
+        c.check(hits > 0, "cache hits still served while Postgres is down", f"{hits} HIT answers")
+        n503 = sum(1 for r in out if r[5] == 503)
+        c.check(n503 > 0, "outage was real (503 seen)", f"{n503} answers 503")
+        l = lat_ms(reqs)
+        c.check(max(l) <= 2000, "no request slower than 2 s", f"max {max(l):.0f} ms, p99 {pct(l, 99):.1f} ms")
+        after = sorted([r for r in reqs if r[3] >= start], key=lambda r: r[3])
+        last_bad = max([r[3] for r in after if failed(r)], default=None)
+        rec = 0.0 if last_bad is None else last_bad - start
+        c.check(rec <= 5 and after and not failed(after[-1]), "back to 100 % 2xx within 5 s",
+                f"last failure {rec:.2f} s after Postgres started" if last_bad else "no failure after start")
+        pr = sorted(data["probes"], key=lambda p: p[1])
+        r503 = [p[1] for p in pr if stop <= p[1] < start and p[2] == 503]
+        c.check(bool(r503) and r503[0] - stop <= 2, "/ready 503 within 2 s of Postgres stopping",
+                f"first 503 {r503[0] - stop:.2f} s after stop" if r503 else "never 503")
+        r200 = [p[1] for p in pr if p[1] >= start and p[2] == 200]
+        c.check(bool(r200) and r200[0] - start <= 15, "/ready 200 within 15 s of Postgres returning",
+                f"first 200 {r200[0] - start:.2f} s after start" if r200 else "never 200 again")
+
+    if a.drill == "rolling-restart":
+        # Not a contract promise, so reported rather than checked: BYPASS while Redis is up means a
+        # replica served (and deferred invalidations) before its cache connection was up.
+        byp = [r for r in gets if r[6] == "BYPASS"]
+        print(f"INFO X-Cache: BYPASS answers while Redis was up: {len(byp)}"
+              + (f" (first {min(r[3] for r in byp) - min(ev.values()):.2f} s after the first event)" if byp else ""))
+
+    reads, pairs = consistency(c, data)
+    if a.drill == "race":
+        c.check(pairs >= a.min_pairs, f"race exercised (>= {a.min_pairs} read/write pairs)",
+                f"{reads} reads after acknowledged writes, {pairs} pairs, {n} requests")
+        for ti, t in enumerate(data["targets"]):
+            hits = sum(1 for r in gets if r[1] == ti and r[6] == "HIT")
+            tot = sum(1 for r in gets if r[1] == ti)
+            c.check(hits > 0, f"replica {ti} served cache hits", f"{hits} HIT of {tot} reads")
+    print(f"{a.drill}: {c.passed} passed, {c.failed} failed")
+    return 0 if c.failed == 0 else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--target", action="append", required=True)
+    r.add_argument("--duration", type=float, required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--records", type=int, default=20)
+    r.add_argument("--readers", type=int, default=6)
+    r.add_argument("--writers", type=int, default=1)
+    r.add_argument("--write-interval", type=float, default=0.05)
+    r.add_argument("--read-kinds", default="id,key,list")
+    r.add_argument("--timeout", type=float, default=10)
+    r.add_argument("--token")
+    r.add_argument("--probe", action="append", default=[])
+    r.add_argument("--started-file")
+    r.add_argument("--stop-file", help="stop early once this file exists (--duration is the bound)")
+    k = sub.add_parser("check")
+    k.add_argument("--drill", required=True)
+    k.add_argument("--data", required=True)
+    k.add_argument("--events", required=True)
+    k.add_argument("--min-pairs", type=int, default=1000)
+    a = ap.parse_args()
+    if a.cmd == "run":
+        cmd_run(a)
+        return 0
+    return cmd_check(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
