@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 /// SeaORM connection, the `records` entity and the five queries.
 pub mod db;
+/// `/openapi.json` and Swagger UI at `/docs`, with an example per error status.
+pub mod docs;
 /// RFC 9457 problem+json: the only error body the service sends.
 pub mod error;
 /// `/health` and `/ready`.

@@ -27,7 +27,7 @@ use crate::{
     cache::Cache,
     config::Config,
     db::{self, Store},
-    error,
+    docs, error,
     health::OpsApi,
     metrics::{self, Metrics},
     migration,
@@ -91,8 +91,7 @@ impl App {
             .description(API_DESCRIPTION)
             // Relative: "Try it out" works behind any NodePort, port-forward or Ingress.
             .server("/");
-        let ui = api.swagger_ui();
-        let spec = api.spec_endpoint();
+        let (ui, spec) = docs::endpoints(api.spec(), api.swagger_ui_html());
         let guard = Arc::new(WriteGuard { api_token: config.api_token.clone(), max_body_bytes: config.max_body_bytes });
         let observe = Arc::new(Observe { metrics: metrics.clone(), draining: draining.clone() });
         let mut routes = Route::new().nest("/", api).nest("/docs", ui).at("/openapi.json", spec);

@@ -146,7 +146,15 @@ async fn the_openapi_document_serves_swagger_ui_users() {
             assert!(!responses.contains_key("422"), "{name} documents 422");
             for (status, resp) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
-                    assert!(resp["content"]["application/problem+json"].is_object(), "{name} {status} is a problem");
+                    let media = &resp["content"]["application/problem+json"];
+                    assert!(media.is_object(), "{name} {status} is a problem");
+                    if path != "/ready" {
+                        assert_eq!(
+                            media["example"]["status"].to_string(),
+                            *status,
+                            "{name}: example of its own status"
+                        );
+                    }
                 }
             }
         }
@@ -176,6 +184,7 @@ async fn the_openapi_document_serves_swagger_ui_users() {
     for cdn in ["unpkg.com", "cdn.jsdelivr", "cdnjs", "googleapis"] {
         assert!(!html.contains(cdn), "loads {cdn}");
     }
+    assert!(html.contains("a record with this key already exists"), "the page embeds the patched document");
 }
 
 fn aside_bin() -> Command {
