@@ -116,19 +116,21 @@ enum Backend {
 impl Backend {
     async fn lookup(&self, tok_key: &str, entry_key: &str) -> Result<(Token, Option<Bytes>), CacheError> {
         match self {
-            Self::Redis(s) => s.lookup(tok_key, entry_key, new_token).await,
+            // Boxed: fred's command futures make this ~10 KiB, and poem moves every layer's future by
+            // value; inline, it was copied several times per request (~10 % of a hit's CPU).
+            Self::Redis(s) => Box::pin(s.lookup(tok_key, entry_key, new_token)).await,
             Self::Memory(s) => Ok(s.lookup(tok_key, entry_key, new_token)),
         }
     }
     async fn fill(&self, tok_key: &str, token: &Token, entry_key: &str, entry: Bytes) -> Result<bool, CacheError> {
         match self {
-            Self::Redis(s) => s.fill(tok_key, token, entry_key, entry).await,
+            Self::Redis(s) => Box::pin(s.fill(tok_key, token, entry_key, entry)).await,
             Self::Memory(s) => Ok(s.fill(tok_key, token, entry_key, entry)),
         }
     }
     async fn replace_tokens(&self, tok_keys: &[String], dead_entries: &[String]) -> Result<(), CacheError> {
         match self {
-            Self::Redis(s) => s.replace_tokens(tok_keys, dead_entries, new_token).await,
+            Self::Redis(s) => Box::pin(s.replace_tokens(tok_keys, dead_entries, new_token)).await,
             Self::Memory(s) => {
                 s.replace_tokens(tok_keys, dead_entries, new_token);
                 Ok(())
@@ -462,5 +464,17 @@ mod tests {
     fn etag_depends_only_on_the_bytes() {
         assert_eq!(Cached::new(b"x".to_vec()).etag, Cached::new(b"x".to_vec()).etag);
         assert_ne!(Cached::new(b"x".to_vec()).etag, Cached::new(b"y".to_vec()).etag);
+    }
+}
+#[cfg(test)]
+mod size_tests {
+    /// poem copies each layer's future by value; a cache read that carries fred's ~10 KiB command
+    /// futures inline was measurably slower (see DESIGN.md, "Performance").
+    #[tokio::test]
+    async fn a_cache_read_future_stays_small() {
+        let cfg = crate::config::Config::from_vars(&Default::default()).expect("defaults");
+        let cache = super::Cache::new(&cfg, crate::metrics::Metrics::new().expect("metrics")).await.expect("cache");
+        let read = cache.read(super::EntryKey::Record(1), || async { Ok(None) });
+        assert!(std::mem::size_of_val(&read) <= 1024, "read future is {} bytes", std::mem::size_of_val(&read));
     }
 }
