@@ -7,7 +7,8 @@
 #   --static        skip the real-Prometheus run (no cargo build, no Postgres/Redis)
 #   --only NAMES    run only these checks (names as in the summary)
 # Env: ASIDE_TOOLS_DIR (tool cache; default ${XDG_CACHE_HOME:-$HOME/.cache}/aside-tools),
-#      ARGOCD_CRD_SCHEMA (default ../shared/schemas/argocd-application-crd.yaml from the repo root),
+#      ARGOCD_CRD_SCHEMA (default ../shared/schemas/argocd-application-crd.yaml from the repo root,
+#      else /work/shared/schemas/argocd-application-crd.yaml),
 #      K8S_VERSIONS (schema versions to validate against; default "1.31 1.35"), ASIDE_BIN (prebuilt binary).
 # Exit status: 0 when every check passed, 1 on any finding.
 set -euo pipefail
@@ -29,6 +30,16 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# The schema is workspace data, never copied into the repo: beside the clone, or the workspace's copy
+# when the clone lives elsewhere (CI clones to a temp dir).
+if [[ -z "${ARGOCD_CRD_SCHEMA:-}" ]]; then
+  for candidate in "$ROOT/../shared/schemas/argocd-application-crd.yaml" /work/shared/schemas/argocd-application-crd.yaml; do
+    if [[ -f "$candidate" ]]; then
+      ARGOCD_CRD_SCHEMA="$candidate"
+      break
+    fi
+  done
+fi
 export ARGOCD_CRD_SCHEMA="${ARGOCD_CRD_SCHEMA:-$ROOT/../shared/schemas/argocd-application-crd.yaml}"
 K8S_VERSIONS="${K8S_VERSIONS:-1.31 1.35}"
 # shellcheck source=scripts/validate/tools.sh
