@@ -41,12 +41,15 @@ pub mod record {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Pool size on Postgres.
+const MAX_CONNECTIONS: u32 = 16;
 /// Longest a query may take before the request gets a 503 (covers a black-holed Postgres).
 const QUERY_DEADLINE: Duration = Duration::from_secs(4);
 /// Longest a request waits for a pooled connection (covers a Postgres refusing connections).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Opens the pool. Lazy on Postgres so the process starts (and `/health` answers) while Postgres is down.
+/// Opens the pool with one connection ready, so the first request (or `/ready`) does not pay for a
+/// connection set-up. Start-up needs Postgres anyway: migrations run first.
 pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(config.database_url.clone());
     opts.acquire_timeout(ACQUIRE_TIMEOUT)
@@ -55,7 +58,7 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
         .idle_timeout(Duration::from_secs(300));
     match config.database_kind() {
         DatabaseKind::Postgres => {
-            opts.max_connections(16).min_connections(0).connect_lazy(true);
+            opts.max_connections(MAX_CONNECTIONS).min_connections(1);
         }
         // One writer at a time is what SQLite allows anyway; a small pool serves concurrent reads.
         DatabaseKind::Sqlite => {
@@ -141,19 +144,23 @@ impl Store {
         }
     }
 
-    /// Runs an idempotent read, once more on a fresh connection if the pooled one turned out dead
-    /// (after a Postgres restart every idle pooled connection is; without this each would cost a 503).
+    /// Runs an idempotent read, again on another connection while the pooled ones turn out dead (after a
+    /// Postgres restart every idle pooled connection is; each fails at once, and without this each
+    /// would cost a client a 503). Bounded by the pool size.
     async fn read<T, F, Fut>(&self, op: &'static str, q: F) -> Result<T, DbErr>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        match self.run(op, q()).await {
-            Err(e) if connection_lost(&e) => {
-                tracing::info!(error = ?e, "database connection lost; retrying the read once");
-                self.run(op, q()).await
+        let mut attempts = 0;
+        loop {
+            match self.run(op, q()).await {
+                Err(e) if connection_lost(&e) && attempts < MAX_CONNECTIONS => {
+                    attempts += 1;
+                    tracing::info!(error = ?e, attempts, "database connection lost; retrying the read");
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 

@@ -79,10 +79,14 @@ impl App {
     /// Connects, migrates, builds routes and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let metrics = Metrics::new().map_err(|e| StartupError::Metrics(e.to_string()))?;
-        migration::run(&config).await?;
-        let db = db::connect(&config).await?;
+        // Redis connects while the database migrates: start-up waits for the slower one, not both.
+        let database = async {
+            migration::run(&config).await?;
+            db::connect(&config).await
+        };
+        let (db, cache) = tokio::join!(database, Cache::new(&config, metrics.clone()));
+        let (db, cache) = (db?, cache.map_err(StartupError::Cache)?);
         let store = Store::new(db.clone(), metrics.clone());
-        let cache = Cache::new(&config, metrics.clone()).await.map_err(StartupError::Cache)?;
         let draining = Arc::new(AtomicBool::new(false));
 
         let data = DataApi { store: store.clone(), cache: cache.clone(), metrics: metrics.clone() };
