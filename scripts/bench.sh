@@ -27,18 +27,13 @@
 # Raw results: $CARGO_TARGET_DIR/bench/ (results.jsonl, server logs).
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in -h | --help)
   usage
   exit 0
   ;;
 esac
-
-log() { echo "==> $*" >&2; }
-die() {
-  echo "bench.sh: $*" >&2
-  exit 1
-}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -268,7 +263,6 @@ main() {
     echo "redis: $(redis-server --version | cut -d' ' -f3)"
     echo "aside commit: $(git rev-parse --short HEAD 2>/dev/null || echo n/a)"
   } >"$OUT/machine.txt" 2>/dev/null || true
-
 
   log "migrate + seed $SEED records"
   DATABASE_URL="$TEST_DATABASE_URL" RUST_LOG=warn "$BIN" migrate >/dev/null

@@ -12,18 +12,13 @@
 #   CHROMIUM=/usr/bin/chromium, SKIP_BUILD=1.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in -h | --help)
   usage
   exit 0
   ;;
 esac
-
-log() { echo "==> $*" >&2; }
-die() {
-  echo "browser.sh: $*" >&2
-  exit 1
-}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/services.sh

@@ -21,18 +21,13 @@
 # Reports: $CARGO_TARGET_DIR/fuzz/ (junit.xml, service log).
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in -h | --help)
   usage
   exit 0
   ;;
 esac
-
-log() { echo "==> $*" >&2; }
-die() {
-  echo "fuzz.sh: $*" >&2
-  exit 1
-}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/services.sh

@@ -18,8 +18,8 @@
 # Knobs: TEST_RUNNER=nextest|cargo (default: nextest when available), SKIP_LINT=1 (skip fmt+clippy).
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
-log() { echo "==> $*" >&2; }
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 case "${1:-}" in -h | --help)
   usage

@@ -1,0 +1,13 @@
+# shellcheck shell=bash
+# Shared plumbing for the scripts in scripts/: the usage text (the script's header comment), progress
+# lines and fatal errors. Source it first, before any `cd`: it resolves the calling script's path.
+
+ASIDE_SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+
+# Prints the header comment of the calling script (line 2 up to `set -euo pipefail`).
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$ASIDE_SCRIPT"; }
+log() { echo "==> $*" >&2; }
+die() {
+  echo "$(basename "$ASIDE_SCRIPT"): $*" >&2
+  exit 1
+}
