@@ -31,8 +31,10 @@ enum DataTag {
 /// Pre-serialized JSON documented with `T`'s schema: cache hits send stored bytes without re-encoding.
 pub struct JsonBytes<T>(Bytes, PhantomData<fn() -> T>);
 
+const APPLICATION_JSON: &str = "application/json";
+
 impl<T: Type> Payload for JsonBytes<T> {
-    const CONTENT_TYPE: &'static str = "application/json";
+    const CONTENT_TYPE: &'static str = APPLICATION_JSON;
     fn schema_ref() -> MetaSchemaRef {
         T::schema_ref()
     }
@@ -43,12 +45,11 @@ impl<T: Type> Payload for JsonBytes<T> {
 
 impl<T: Send> IntoResponse for JsonBytes<T> {
     fn into_response(self) -> Response {
-        Response::builder().content_type(Self::CONTENT_TYPE_STR).body(self.0)
+        Response::builder().content_type(APPLICATION_JSON).body(self.0)
     }
 }
 
 impl<T> JsonBytes<T> {
-    const CONTENT_TYPE_STR: &'static str = "application/json";
     fn new(body: Bytes) -> Self {
         Self(body, PhantomData)
     }
