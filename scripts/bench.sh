@@ -69,14 +69,7 @@ ensure_tools() {
   command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
-  ((${#missing[@]} == 0)) && return 0
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-  else
-    die "missing ${missing[*]}: sudo apt-get install -y ${missing[*]}"
-  fi
+  apt_install "${missing[@]}"
 }
 
 # --- processes --------------------------------------------------------------------------------

@@ -38,14 +38,7 @@ ensure_tools() {
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   command -v curl >/dev/null || missing+=(curl)
-  ((${#missing[@]} == 0)) && return 0
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-  else
-    die "missing ${missing[*]}: sudo apt-get install -y ${missing[*]}"
-  fi
+  apt_install "${missing[@]}"
 }
 
 SERVER_PID=""

@@ -68,14 +68,7 @@ ensure_tools() {
   command -v curl >/dev/null || missing+=(curl)
   command -v haproxy >/dev/null || missing+=(haproxy)
   command -v wrk >/dev/null || missing+=(wrk)
-  ((${#missing[@]} == 0)) && return 0
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-  else
-    die "missing ${missing[*]}: sudo apt-get install -y ${missing[*]}"
-  fi
+  apt_install "${missing[@]}"
 }
 
 now() { date +%s.%N; }

@@ -11,3 +11,15 @@ die() {
   echo "$(basename "$ASIDE_SCRIPT"): $*" >&2
   exit 1
 }
+
+# Installs the given Debian packages (as root with apt-get) or stops, saying how to install them.
+apt_install() {
+  (($# == 0)) && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2
+  else
+    die "missing $*: sudo apt-get install -y $*"
+  fi
+}
