@@ -28,6 +28,7 @@ on_both!(
     ids_that_cannot_exist_are_404_and_non_integers_400,
     a_duplicate_key_is_409,
     the_pagination_chain_visits_every_record_exactly_once,
+    the_default_limit_is_50,
     the_key_filter_matches_exactly_without_normalisation,
     bad_list_queries_are_400_and_unknown_parameters_ignored,
     every_bad_body_is_400_problem_json_and_stores_nothing,
@@ -190,6 +191,18 @@ async fn the_pagination_chain_visits_every_record_exactly_once(app: TestApp) {
     // Default limit is 50.
     let all: Value = app.list_data("").await.json().await.expect("json");
     assert_eq!(all["items"].as_array().map(Vec::len), Some(23));
+}
+
+async fn the_default_limit_is_50(app: TestApp) {
+    let mut ids = Vec::new();
+    for i in 0..51 {
+        ids.push(app.create(&format!("d{i:02}"), json!(i)).await["id"].as_i64().expect("id"));
+    }
+    let page: Value = app.list_data("").await.json().await.expect("json");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 50, "no limit means 50 items");
+    assert_eq!(items.last().and_then(|r| r["id"].as_i64()), Some(ids[49]));
+    assert_eq!(page["next_after"].as_i64(), Some(ids[49]), "a 51st record follows the default page");
 }
 
 async fn the_key_filter_matches_exactly_without_normalisation(app: TestApp) {
