@@ -85,6 +85,27 @@ async fn writes_on_one_replica_are_seen_by_a_second_replica_at_once() {
     assert_eq!(header(a_miss.headers(), "etag"), header(b_hit.headers(), "etag"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_and_a_delete_invalidate_a_list_page_cached_on_a_second_replica() {
+    // Arrange: B has the plain page cached (a HIT) before each write through A.
+    let a = spawn_app().await;
+    let b = a.peer().await;
+    let first = a.create("page-1", json!("v1")).await;
+    let second = a.create("page-2", json!("v1")).await;
+    b.list_data("limit=10").await;
+    assert_eq!(x_cache(&b.list_data("limit=10").await), "HIT");
+    // Act + Assert: PUT through A; B's next read of that page shows the new value.
+    assert_eq!(a.put_data(&first["id"], &json!({"value": "v2"})).await.status(), 200);
+    let page = body(b.list_data("limit=10").await).await;
+    assert_eq!(page["items"][0]["value"], "v2", "PUT seen on the peer's cached page: {page}");
+    assert_eq!(x_cache(&b.list_data("limit=10").await), "HIT");
+    // DELETE through A; the record disappears from B's cached page.
+    assert_eq!(a.delete_data(&second["id"]).await.status(), 204);
+    let page = body(b.list_data("limit=10").await).await;
+    let ids: Vec<&Value> = page["items"].as_array().expect("items").iter().map(|r| &r["id"]).collect();
+    assert_eq!(ids, [&first["id"]], "DELETE seen on the peer's cached page: {page}");
+}
+
 async fn slow_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp) {
     let rec = writer.create("race", json!("old")).await;
     let id = rec["id"].as_i64().expect("id");
