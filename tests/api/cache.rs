@@ -106,6 +106,22 @@ async fn a_put_and_a_delete_invalidate_a_list_page_cached_on_a_second_replica() 
     assert_eq!(ids, [&first["id"]], "DELETE seen on the peer's cached page: {page}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_counts_at_least_one_cache_invalidation() {
+    let app = spawn_app().await;
+    let invalidations = || app.metric("aside_cache_invalidations_total");
+    let before = invalidations().await;
+    let rec = app.create("inv", json!(1)).await;
+    let after_post = invalidations().await;
+    assert!(after_post - before >= 1.0, "POST: {before} -> {after_post}");
+    assert_eq!(app.put_data(&rec["id"], &json!({"value": 2})).await.status(), 200);
+    let after_put = invalidations().await;
+    assert!(after_put - after_post >= 1.0, "PUT: {after_post} -> {after_put}");
+    assert_eq!(app.delete_data(&rec["id"]).await.status(), 204);
+    let after_delete = invalidations().await;
+    assert!(after_delete - after_put >= 1.0, "DELETE: {after_put} -> {after_delete}");
+}
+
 async fn slow_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp) {
     let rec = writer.create("race", json!("old")).await;
     let id = rec["id"].as_i64().expect("id");
