@@ -414,6 +414,43 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_on_writes_and_on_the_write_guard_refusals() {
+    let app = spawn_app_with(|c| {
+        c.api_token = Some("s3cret-token".into());
+        c.max_body_bytes = 1024;
+    })
+    .await;
+    let send = |req: reqwest::RequestBuilder, id: &'static str, auth: bool| {
+        let req = req.header("x-request-id", id);
+        if auth { req.header("authorization", "Bearer s3cret-token") } else { req }.send()
+    };
+    let echoed = |r: &reqwest::Response, id: &str| {
+        assert_eq!(header(r.headers(), "x-request-id"), id, "status {}", r.status());
+    };
+    let post = app.client.post(app.url("/data")).json(&json!({"key": "rid", "value": 1}));
+    let r = send(post, "write-post.1", true).await.expect("post");
+    assert_eq!(r.status(), 201);
+    echoed(&r, "write-post.1");
+    let id = r.json::<Value>().await.expect("json")["id"].clone();
+    let put = app.client.put(app.url(&format!("/data/{id}"))).json(&json!({"value": 2}));
+    let r = send(put, "write-put.2", true).await.expect("put");
+    assert_eq!(r.status(), 200);
+    echoed(&r, "write-put.2");
+    let r = send(app.client.delete(app.url(&format!("/data/{id}"))), "write-delete.3", true).await.expect("delete");
+    assert_eq!(r.status(), 204);
+    echoed(&r, "write-delete.3");
+    // The write guard's own answers, produced before the router runs.
+    let post = app.client.post(app.url("/data")).json(&json!({"key": "rid", "value": 1}));
+    let r = send(post, "guard-401_4", false).await.expect("post");
+    echoed(&r, "guard-401_4");
+    assert_problem(r, 401).await;
+    let big = app.client.post(app.url("/data")).json(&json!({"key": "big", "value": "x".repeat(2000)}));
+    let r = send(big, "guard-413_5", true).await.expect("post");
+    echoed(&r, "guard-413_5");
+    assert_problem(r, 413).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_404_problem_json() {
     let app = spawn_embedded_app().await;
     assert_problem(app.client.get(app.url("/nope")).send().await.expect("get"), 404).await;
