@@ -163,6 +163,55 @@ async fn the_slow_miss_race_is_also_safe_in_process() {
     slow_miss_race(&a, gate, &a).await;
 }
 
+/// The slow-miss race on a list read (`path`): R misses and parks before its fill, W (a PUT) commits
+/// and answers, R fills; no read of `path` that starts after W answered may show the old page.
+async fn slow_list_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp, key: &str, path: &str) {
+    let rec = writer.create(key, json!("old")).await;
+    let reader = {
+        let (client, url) = (a.client.clone(), a.url(path));
+        tokio::spawn(async move { client.get(url).send().await.expect("get").json::<Value>().await.expect("json") })
+    };
+    gate.reached.notified().await;
+    assert_eq!(writer.put_data(&rec["id"], &json!({"value": "new"})).await.status(), 200);
+    gate.release.notify_one();
+    let r = reader.await.expect("reader");
+    assert_eq!(r["items"][0]["value"], "old", "the parked read began before the write");
+    for app in [a, writer, a] {
+        let page = body(app.client.get(app.url(path)).send().await.expect("get")).await;
+        assert_eq!(page["items"][0]["value"], "new", "{path} after the write: {page}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_list_page_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
+    let (hook, gate) = FillGate::hook("{list}:page:0:7");
+    let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let b = a.peer().await;
+    slow_list_miss_race(&a, gate, &b, "race-page", "/data?limit=7").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_key_lookup_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
+    let (hook, gate) = FillGate::hook("{list}:key:0:50:race-key");
+    let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let b = a.peer().await;
+    slow_list_miss_race(&a, gate, &b, "race-key", "/data?key=race-key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_list_and_key_lookup_miss_races_are_also_safe_in_process() {
+    for (entry, key, path) in [
+        ("{list}:page:0:7", "race-page", "/data?limit=7"),
+        ("{list}:key:0:50:race-key", "race-key", "/data?key=race-key"),
+    ] {
+        let (hook, gate) = FillGate::hook(entry);
+        let mut c = crate::helpers::embedded_config();
+        c.fill_hook = Some(hook);
+        let a = crate::helpers::start(c).await;
+        slow_list_miss_race(&a, gate, &a, key, path).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_on_one_key_cause_one_database_read() {
     // Arrange: the first miss parks before its fill until every other request has joined it.
