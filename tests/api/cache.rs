@@ -320,6 +320,32 @@ async fn redis_killed_mid_test_gives_bypass_fast_then_hits_again_when_it_returns
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_and_deletes_succeed_while_redis_is_down_and_bypasses_are_counted() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(|c| c.redis_url = Some(url)).await;
+    let rec = app.create("down-1", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    app.get_data(id).await;
+    let bypass = "aside_cache_lookups_total{outcome=\"bypass\"}";
+    redis.kill();
+    // Writes succeed from Postgres alone.
+    let r = app.post_data(&json!({"key": "down-2", "value": 2})).await;
+    assert_eq!(r.status(), 201, "POST while Redis is down");
+    let created: Value = r.json().await.expect("json");
+    assert_eq!(app.delete_data(id).await.status(), 204, "DELETE while Redis is down");
+    // Reads see both writes, each answer a BYPASS, each BYPASS counted once.
+    let before = app.metric(bypass).await;
+    let page = app.list_data("limit=10").await;
+    assert_eq!(x_cache(&page), "BYPASS");
+    assert_eq!(body(page).await["items"], json!([created]));
+    let r = app.get_data(&created["id"]).await;
+    assert_eq!((r.status().as_u16(), x_cache(&r)), (200, "BYPASS".to_owned()));
+    assert_eq!(app.metric(bypass).await - before, 2.0, "one bypass lookup per BYPASS answer");
+    assert_eq!(app.get_data(id).await.status(), 404, "the deleted record is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_cannot_reach_redis_is_applied_before_the_writer_reads_the_cache_again() {
     // A reaches Redis through a proxy we can cut; B reaches it directly.
     let redis_url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (run scripts/test.sh)");
