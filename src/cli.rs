@@ -150,8 +150,25 @@ mod tests {
     #[test]
     fn help_documents_commands_and_every_variable() {
         let h = help();
-        for word in ["serve", "migrate", "healthcheck", "DATABASE_URL", "REDIS_URL", "CACHE_TIMEOUT_MS", "API_TOKEN"] {
+        for word in ["serve", "migrate", "healthcheck"] {
             assert!(h.contains(word), "{word}");
+        }
+        // Every variable of the contract's configuration table, each as a whole word.
+        let words: Vec<&str> = h.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
+        for var in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "CACHE_TTL_SECONDS",
+            "CACHE_ENABLED",
+            "CACHE_TIMEOUT_MS",
+            "BIND_ADDR",
+            "API_TOKEN",
+            "SHUTDOWN_DRAIN_SECONDS",
+            "MAX_BODY_BYTES",
+            "LOG_FORMAT",
+            "RUST_LOG",
+        ] {
+            assert!(words.contains(&var), "--help documents {var}");
         }
     }
 }
