@@ -24,18 +24,42 @@ async fn health_is_200_and_ready_reports_its_checks() {
     assert_eq!(v, json!({"status": "ready", "checks": {"database": "ok", "cache": "ok"}}));
 }
 
-/// An app whose Postgres connections go through a proxy the test can cut or silence.
-async fn spawn_app_behind_postgres_proxy() -> (TestApp, Proxy) {
+/// The password a test app's database URL carries (a canary when the test server needs none: it
+/// trusts local connections), so a response can be checked for leaking it.
+const DB_PASSWORD_CANARY: &str = "canary-pw-8d1f";
+
+/// An app whose Postgres connections go through a proxy the test can cut or silence; its database URL
+/// carries a password (see `DB_PASSWORD_CANARY`), returned too.
+async fn spawn_app_behind_postgres_proxy() -> (TestApp, Proxy, String) {
     let mut config = test_config().await;
     let proxy = Proxy::start(socket_of(&config.database_url)).await;
+    let (scheme, rest) = config.database_url.split_once("://").expect("url");
+    let (userinfo, host) = rest.rsplit_once('@').expect("TEST_DATABASE_URL names a user");
+    let password = match userinfo.split_once(':') {
+        Some((_, pw)) => pw.to_owned(),
+        None => {
+            config.database_url = format!("{scheme}://{userinfo}:{DB_PASSWORD_CANARY}@{host}");
+            DB_PASSWORD_CANARY.to_owned()
+        }
+    };
     config.database_url = via_proxy(&config.database_url, proxy.port);
-    (crate::helpers::start(config).await, proxy)
+    (crate::helpers::start(config).await, proxy, password)
+}
+
+/// No SQL, driver names, connection strings or secrets in a problem body (contract: "Errors").
+fn assert_no_internals(problem: &Value, password: &str) {
+    let text = problem.to_string();
+    let lower = text.to_lowercase();
+    for leak in ["sqlx", "postgres://", "postgresql://", "password", "select ", "pg_"] {
+        assert!(!lower.contains(leak), "problem leaks {leak:?}: {text}");
+    }
+    assert!(!text.contains(password), "problem leaks the database password: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_restart() {
     // Arrange: the app reaches Postgres through a proxy we can cut.
-    let (app, proxy) = spawn_app_behind_postgres_proxy().await;
+    let (app, proxy, password) = spawn_app_behind_postgres_proxy().await;
     let rec = app.create("pg-down", json!(1)).await;
     let id = rec["id"].as_i64().expect("id");
     app.get_data(id).await; // cached now
@@ -44,17 +68,20 @@ async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_
     // Assert: requests that need Postgres get a 503 problem within 2 s; cache hits are still served.
     for req in [app.client.get(app.url("/data/999")), app.client.get(app.url("/data?limit=7"))] {
         let t = Instant::now();
-        assert_problem(req.send().await.expect("send"), 503).await;
+        let p = assert_problem(req.send().await.expect("send"), 503).await;
         assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+        assert_no_internals(&p, &password);
     }
     let t = Instant::now();
-    assert_problem(app.post_data(&json!({"key": "x", "value": 1})).await, 503).await;
+    let p = assert_problem(app.post_data(&json!({"key": "x", "value": 1})).await, 503).await;
     assert!(t.elapsed() < Duration::from_secs(2));
+    assert_no_internals(&p, &password);
     let hit = app.get_data(id).await;
     assert_eq!((hit.status().as_u16(), crate::helpers::x_cache(&hit)), (200, "HIT".to_owned()));
     let r = app.client.get(app.url("/ready")).send().await.expect("ready");
     let p = assert_problem(r, 503).await;
     assert_eq!(p["checks"]["database"], "error");
+    assert_no_internals(&p, &password);
     assert_eq!(app.client.get(app.url("/health")).send().await.expect("health").status(), 200);
     // Postgres returns: ready again within 15 s, same process.
     proxy.forward();
@@ -68,12 +95,13 @@ async fn postgres_refusing_connections_is_a_fast_503_and_ready_recovers_without_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_postgres_is_a_503_within_5_seconds() {
-    let (app, proxy) = spawn_app_behind_postgres_proxy().await;
+    let (app, proxy, password) = spawn_app_behind_postgres_proxy().await;
     app.create("warm", json!(1)).await; // a pooled connection exists and will go silent
     proxy.blackhole();
     let t = Instant::now();
-    assert_problem(app.get_data(12345).await, 503).await;
+    let p = assert_problem(app.get_data(12345).await, 503).await;
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert_no_internals(&p, &password);
     let t = Instant::now();
     assert_eq!(app.client.get(app.url("/ready")).send().await.expect("ready").status(), 503);
     assert!(t.elapsed() < Duration::from_secs(5));
