@@ -106,7 +106,8 @@ check_drift() {
   "$PY" scripts/validate/render_k8s.py --check --helm "$(command -v helm)"
 }
 
-# Strict schema (every K8S_VERSIONS) + cross-references on k8s/ and on three chart renders.
+# Strict schema (every K8S_VERSIONS) + cross-references on k8s/ and on four chart renders: default (with the
+# helm test hook), values-k3d, every toggle off, external Postgres/Redis.
 check_manifests() {
   kubectl kustomize k8s >"$WORK/k8s.yaml"
   helm_q template aside charts/aside -n aside >"$WORK/chart-default.yaml"
