@@ -11,6 +11,7 @@
 #      else /work/shared/schemas/argocd-application-crd.yaml),
 #      K8S_VERSIONS (schema versions to validate against; default "1.31 1.35"), ASIDE_BIN (prebuilt binary).
 # Exit status: 0 when every check passed, 1 on any finding.
+# That each check catches what it claims to: scripts/validate/planted.sh (not run from here: ~4-5 min).
 set -euo pipefail
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -75,7 +76,8 @@ run() {
 
 helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 
-SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh)
+SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh
+  scripts/validate/planted.sh)
 check_shellcheck() {
   shellcheck -x "${SHELL_FILES[@]}"
   echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
@@ -106,7 +108,8 @@ check_drift() {
   "$PY" scripts/validate/render_k8s.py --check --helm "$(command -v helm)"
 }
 
-# Strict schema (every K8S_VERSIONS) + cross-references on k8s/ and on three chart renders.
+# Strict schema (every K8S_VERSIONS) + cross-references on k8s/ and on four chart renders: default (with the
+# helm test hook), values-k3d, every toggle off, external Postgres/Redis.
 check_manifests() {
   kubectl kustomize k8s >"$WORK/k8s.yaml"
   helm_q template aside charts/aside -n aside >"$WORK/chart-default.yaml"

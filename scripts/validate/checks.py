@@ -283,6 +283,11 @@ def crossref(objs, rep):
             sc = c.get("securityContext") or {}
             if sc.get("readOnlyRootFilesystem") is not True:
                 rep.add(f"{where}: readOnlyRootFilesystem is not true")
+            # A read-only root means a script that writes under /tmp needs a volume there (the helm test pod's did not).
+            script = " ".join(str(a) for a in (c.get("command") or []) + (c.get("args") or []))
+            if sc.get("readOnlyRootFilesystem") is True and re.search(r"/tmp/", script) and \
+                    not any(m.get("mountPath", "").rstrip("/") == "/tmp" for m in c.get("volumeMounts") or []):
+                rep.add(f"{where}: its command uses /tmp/ on a read-only root filesystem with no volume mounted at /tmp")
             if sc.get("allowPrivilegeEscalation") is not False:
                 rep.add(f"{where}: allowPrivilegeEscalation is not false")
             if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):

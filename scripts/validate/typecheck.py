@@ -10,8 +10,10 @@ schema is in shared/) is also run through @kubernetes-models/argo-cd's own JSON-
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -20,8 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def main():
     node_dir = sys.argv[1]
-    work = os.path.join(node_dir, "check")
-    os.makedirs(work, exist_ok=True)
+    # Inside NODE_DIR so that imports resolve to its node_modules; one directory per run, so concurrent runs
+    # (scripts/validate/planted.sh -j) never overwrite each other's files.
+    work = tempfile.mkdtemp(prefix="check-", dir=node_dir)
+    try:
+        return run(node_dir, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(node_dir, work):
     dash = json.load(open(os.path.join(ROOT, "ops", "grafana", "dashboards", "aside.json")))
     app = yaml.safe_load(open(os.path.join(ROOT, "argocd", "application.yaml")))
     proj = yaml.safe_load(open(os.path.join(ROOT, "argocd", "appproject.yaml")))
