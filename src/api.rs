@@ -4,17 +4,21 @@
 use std::{future::Future, marker::PhantomData, sync::Arc};
 
 use bytes::Bytes;
-use poem::{IntoResponse, Response};
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{HeaderValue, Method, StatusCode, header},
+};
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
     param::{Header, Path, Query},
     payload::{Json, Payload},
-    registry::{MetaSchemaRef, Registry},
+    registry::{MetaResponses, MetaSchemaRef, Registry},
     types::Type,
 };
 
 use crate::{
     auth::WriteAuth,
+    body::RouteLabel,
     cache::{Cache, CacheOutcome, Cached, EntryKey},
     db::{Store, record},
     error::ApiError,
@@ -76,6 +80,8 @@ enum DeleteResponse {
     Deleted,
 }
 
+/// The documentation of [`ReadReply`] (never constructed: the hot path builds the response itself).
+#[allow(dead_code)]
 #[derive(ApiResponse)]
 enum ReadResponse<T: Type + Send> {
     /// Found. `X-Cache` says how it was served; `ETag` identifies the representation.
@@ -95,6 +101,7 @@ enum ReadResponse<T: Type + Send> {
 }
 
 /// The `/data` operations.
+#[derive(Clone)]
 pub struct DataApi {
     pub store: Store,
     pub cache: Arc<Cache>,
@@ -113,19 +120,50 @@ fn serialize<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
 }
 
 /// True when an `If-None-Match` list names `etag` (or is `*`); weak comparison, as RFC 9110 asks for GET.
-fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
+fn etag_matches(if_none_match: Option<&str>, etag: &[u8]) -> bool {
     let Some(inm) = if_none_match else { return false };
-    inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    inm.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").as_bytes() == etag)
 }
 
-fn read_response<T: Type + Send>(found: (Cached, CacheOutcome), inm: Option<&str>) -> ReadResponse<T> {
-    let (cached, outcome) = found;
-    if etag_matches(inm, &cached.etag) {
-        ReadResponse::NotModified(outcome.header().into(), cached.etag)
-    } else {
-        ReadResponse::Ok(JsonBytes::new(cached.body), outcome.header().into(), cached.etag)
+/// What both GET routes answer. Documented as [`ReadResponse`]; built by hand because this is the
+/// cache-hit response and the derived conversion re-validated and copied both header values.
+pub(crate) struct ReadReply<T>(Response, PhantomData<fn() -> T>);
+
+impl<T: Type + Send> ApiResponse for ReadReply<T> {
+    fn meta() -> MetaResponses {
+        ReadResponse::<T>::meta()
+    }
+    fn register(registry: &mut Registry) {
+        ReadResponse::<T>::register(registry);
     }
 }
+
+impl<T: Send> IntoResponse for ReadReply<T> {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+fn read_response<T>(found: (Cached, CacheOutcome), inm: Option<&str>) -> Result<ReadReply<T>, ApiError> {
+    let (cached, outcome) = found;
+    let matched = etag_matches(inm, &cached.etag);
+    // The ETag is our own hex digest: always a valid header value.
+    let etag = HeaderValue::from_maybe_shared(cached.etag).map_err(|_| ApiError::internal())?;
+    // Static names and values: nothing parsed or validated per request.
+    let mut resp = if matched {
+        Response::builder().status(StatusCode::NOT_MODIFIED).finish()
+    } else {
+        let mut r = Response::builder().body(cached.body);
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(APPLICATION_JSON));
+        r
+    };
+    let headers = resp.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static(outcome.header()));
+    headers.insert(header::ETAG, etag);
+    Ok(ReadReply(resp, PhantomData))
+}
+
+const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
 impl DataApi {
     /// Commits a write, then (if it changed anything) invalidates, on a task of its own: if the request
@@ -153,6 +191,71 @@ impl DataApi {
             tracing::error!(error = %e, "write task failed");
             Err(ApiError::internal())
         })
+    }
+}
+
+impl DataApi {
+    /// `GET /data/{id}` once the id and `If-None-Match` are extracted: shared by the OpenAPI operation
+    /// and the hot-path router ([`HotRead`]), so both answer byte for byte the same.
+    pub(crate) async fn read_record(
+        &self,
+        id: i64,
+        if_none_match: Option<&str>,
+    ) -> Result<ReadReply<Record>, ApiError> {
+        if id <= 0 {
+            return Err(ApiError::not_found(id));
+        }
+        let found = self
+            .cache
+            .read(EntryKey::Record(id), || async {
+                match self.store.get(id).await? {
+                    Some(m) => Ok(Some(Cached::new(serialize(&to_record(m))?))),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let found = found.ok_or_else(|| ApiError::not_found(id))?;
+        read_response(found, if_none_match)
+    }
+}
+
+/// The id of a plain `GET /data/{id}` whose id is decimal digits (and `If-None-Match`, when it is
+/// text); anything else (other methods, signs, escapes, non-UTF-8 headers) is left to poem-openapi.
+fn hot_record_request(req: &Request) -> Option<(i64, Option<&str>)> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let digits = req.uri().path().strip_prefix("/data/")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let inm = match req.headers().get(header::IF_NONE_MATCH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok()?),
+    };
+    // Too large for i64: poem-openapi answers its 400.
+    Some((digits.parse().ok()?, inm))
+}
+
+/// The hot path: answers `GET /data/{id}` (the cache-hit route) straight from [`DataApi::read_record`],
+/// skipping the router, poem-openapi's extractors and the write guard, which cost about as much CPU as
+/// the cache hit itself (DESIGN.md, "Performance"). Every other request goes to `inner` unchanged.
+pub struct HotRead {
+    pub data: DataApi,
+}
+
+impl HotRead {
+    pub async fn call<E: Endpoint>(self: Arc<Self>, inner: Arc<E>, req: Request) -> poem::Result<Response> {
+        let Some((id, inm)) = hot_record_request(&req) else {
+            // Boxed: the hot path's own future stays small (poem moves it by value between layers).
+            return Box::pin(inner.call(req)).await.map(IntoResponse::into_response);
+        };
+        let mut resp = match self.data.read_record(id, inm).await {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        };
+        resp.set_data(RouteLabel("/data/{id}"));
+        Ok(resp)
     }
 }
 
@@ -190,22 +293,8 @@ impl DataApi {
         /// An ETag from an earlier response: answers 304 while the record is unchanged.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> Result<ReadResponse<Record>, ApiError> {
-        let id = id.0;
-        if id <= 0 {
-            return Err(ApiError::not_found(id));
-        }
-        let found = self
-            .cache
-            .read(EntryKey::Record(id), || async {
-                match self.store.get(id).await? {
-                    Some(m) => Ok(Some(Cached::new(serialize(&to_record(m))?))),
-                    None => Ok(None),
-                }
-            })
-            .await?;
-        let found = found.ok_or_else(|| ApiError::not_found(id))?;
-        Ok(read_response(found, if_none_match.0.as_deref()))
+    ) -> Result<ReadReply<Record>, ApiError> {
+        self.read_record(id.0, if_none_match.0.as_deref()).await
     }
 
     /// List records
@@ -226,7 +315,7 @@ impl DataApi {
         /// An ETag from an earlier response: answers 304 while the page is unchanged.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> Result<ReadResponse<RecordPage>, ApiError> {
+    ) -> Result<ReadReply<RecordPage>, ApiError> {
         let (limit, after, key) = (limit.0, after.0, key.0.map(|k| k.0));
         let entry = EntryKey::Page { after, limit, key: key.clone() };
         let found = self
@@ -241,7 +330,7 @@ impl DataApi {
             })
             .await?
             .ok_or_else(ApiError::internal)?;
-        Ok(read_response(found, if_none_match.0.as_deref()))
+        read_response(found, if_none_match.0.as_deref())
     }
 
     /// Replace a record's value
@@ -296,7 +385,7 @@ mod tests {
 
     #[test]
     fn if_none_match_handles_lists_weak_tags_and_star() {
-        let e = "\"abc\"";
+        let e = b"\"abc\"";
         assert!(etag_matches(Some("\"abc\""), e));
         assert!(etag_matches(Some("\"x\", W/\"abc\""), e));
         assert!(etag_matches(Some("*"), e));

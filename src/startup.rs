@@ -1,6 +1,7 @@
 //! Builds the app and runs it (contract: "Timing promises" for SIGTERM). Request path, outermost first:
-//! `Observe` (request id, metrics, access log, `Connection: close` while draining) → problem+json edge
-//! converter → write guard (auth, size limit, value checks) → router → poem-openapi operations.
+//! `Observe` (request id, metrics, access log, `Connection: close` while draining) → `HotRead` (answers
+//! `GET /data/{id}` itself) → problem+json edge converter → write guard (auth, size limit, value checks)
+//! → router → poem-openapi operations.
 
 use std::{
     io,
@@ -22,7 +23,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
 use crate::{
-    api::DataApi,
+    api::{DataApi, HotRead},
     body::WriteGuard,
     cache::Cache,
     config::Config,
@@ -90,6 +91,7 @@ impl App {
         let draining = Arc::new(AtomicBool::new(false));
 
         let data = DataApi { store: store.clone(), cache: cache.clone(), metrics: metrics.clone() };
+        let hot = Arc::new(HotRead { data: data.clone() });
         let ops = OpsApi { store, cache: cache.clone(), draining: draining.clone() };
         let api = OpenApiService::new((data, ops), "aside", env!("CARGO_PKG_VERSION"))
             .description(API_DESCRIPTION)
@@ -123,6 +125,7 @@ impl App {
             .data(metrics)
             .around(move |ep, req| guard.clone().call(ep, req))
             .catch_all_error(error::to_problem)
+            .around(move |ep, req| hot.clone().call(ep, req))
             .around(move |ep, req| observe.clone().call(ep, req))
             .boxed();
 

@@ -60,7 +60,8 @@ impl CacheOutcome {
 /// What a cache entry holds besides its token: the exact response bytes and their ETag.
 #[derive(Clone, Debug)]
 pub struct Cached {
-    pub etag: String,
+    /// The quoted strong ETag, e.g. `"0a1b…"` (bytes: a hit slices it out of the entry, no copy).
+    pub etag: Bytes,
     pub body: Bytes,
 }
 
@@ -68,13 +69,14 @@ impl Cached {
     /// Wraps serialized response bytes, computing their ETag once (hits reuse the stored one).
     pub fn new(body: Vec<u8>) -> Self {
         let digest = Sha256::digest(&body);
-        let mut etag = String::with_capacity(34);
-        etag.push('"');
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut etag = Vec::with_capacity(34);
+        etag.push(b'"');
         for b in &digest[..16] {
-            etag.push_str(&format!("{b:02x}"));
+            etag.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
-        etag.push('"');
-        Self { etag, body: Bytes::from(body) }
+        etag.push(b'"');
+        Self { etag: etag.into(), body: Bytes::from(body) }
     }
 }
 
@@ -249,7 +251,19 @@ impl Cache {
         let p = &self.prefix;
         // Hash tags keep a token and its entries in one Redis Cluster slot, as the fill script needs.
         match key {
-            EntryKey::Record(id) => (format!("{p}{{rec:{id}}}:tok"), format!("{p}{{rec:{id}}}:body")),
+            EntryKey::Record(id) => {
+                // Pushed, not format!ted: this runs on every cache hit.
+                let mut id_text = itoa::Buffer::new();
+                let mut tok = String::with_capacity(p.len() + 32);
+                tok.push_str(p);
+                tok.push_str("{rec:");
+                tok.push_str(id_text.format(*id));
+                tok.push_str("}:");
+                let mut body = tok.clone();
+                tok.push_str("tok");
+                body.push_str("body");
+                (tok, body)
+            }
             EntryKey::Page { after, limit, key: None } => {
                 (self.list_token_key(), format!("{p}{{list}}:page:{after}:{limit}"))
             }
@@ -353,7 +367,7 @@ impl Cache {
         }
         let mut entry = BytesMut::with_capacity(TOKEN_LEN + fresh.etag.len() + 1 + fresh.body.len());
         entry.extend_from_slice(token);
-        entry.extend_from_slice(fresh.etag.as_bytes());
+        entry.extend_from_slice(&fresh.etag);
         entry.extend_from_slice(b"\n");
         entry.extend_from_slice(&fresh.body);
         match self.backend.fill(tok_key, token, entry_key, entry.freeze()).await {
@@ -427,8 +441,7 @@ fn decode_entry(entry: &Bytes, token: &[u8]) -> Option<Cached> {
     }
     let rest = entry.slice(TOKEN_LEN..);
     let nl = rest.iter().position(|b| *b == b'\n')?;
-    let etag = std::str::from_utf8(&rest[..nl]).ok()?.to_owned();
-    Some(Cached { etag, body: rest.slice(nl + 1..) })
+    Some(Cached { etag: rest.slice(..nl), body: rest.slice(nl + 1..) })
 }
 
 #[cfg(test)]
@@ -450,7 +463,7 @@ mod tests {
         let c = Cached::new(b"{\"id\":1}".to_vec());
         let mut raw = BytesMut::new();
         raw.extend_from_slice(&t);
-        raw.extend_from_slice(c.etag.as_bytes());
+        raw.extend_from_slice(&c.etag);
         raw.extend_from_slice(b"\n");
         raw.extend_from_slice(&c.body);
         let raw = raw.freeze();
@@ -458,6 +471,23 @@ mod tests {
         assert_eq!((hit.etag, hit.body), (c.etag, c.body));
         assert!(decode_entry(&raw, &new_token()).is_none());
         assert!(decode_entry(&Bytes::from_static(b"short"), &t).is_none());
+    }
+
+    #[test]
+    fn record_keys_are_namespaced_and_share_a_hash_tag() {
+        let cfg = crate::config::Config::from_vars(&Default::default()).expect("defaults");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let cache = rt.block_on(Cache::new(&cfg, Metrics::new().expect("metrics"))).expect("cache");
+        let (tok, body) = cache.keys(&EntryKey::Record(-42));
+        assert_eq!(tok, format!("{}{{rec:-42}}:tok", cfg.cache_prefix));
+        assert_eq!(body, format!("{}{{rec:-42}}:body", cfg.cache_prefix));
+    }
+
+    #[test]
+    fn etag_is_a_quoted_hex_digest() {
+        let e = Cached::new(b"x".to_vec()).etag;
+        assert_eq!((e.len(), e[0], e[33]), (34, b'"', b'"'));
+        assert!(e[1..33].iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 
     #[test]
