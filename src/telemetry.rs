@@ -35,13 +35,19 @@ impl Observe {
     /// Wraps one request.
     pub async fn call<E: Endpoint>(self: Arc<Self>, ep: Arc<E>, req: Request) -> Result<Response> {
         let started = Instant::now();
-        let request_id = match req.header(REQUEST_ID) {
-            Some(id) if sane_request_id(id) => id.to_owned(),
-            _ => uuid::Uuid::new_v4().to_string(),
+        // The header value is kept as is (a refcount, no copy) when the client's id is sane.
+        let (request_id, header_value): (Arc<str>, Option<HeaderValue>) = match req.headers().get(REQUEST_ID) {
+            Some(v) if v.to_str().is_ok_and(sane_request_id) => {
+                (v.to_str().unwrap_or_default().into(), Some(v.clone()))
+            }
+            _ => {
+                let mut buf = uuid::Uuid::encode_buffer();
+                (uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf).into(), None)
+            }
         };
         let method = req.method().clone();
         // The id rides in a task-local that the log formatter reads: no span per request.
-        let handled = logging::with_request_id(request_id.clone().into(), ep.call(req)).await;
+        let handled = logging::with_request_id(request_id.clone(), ep.call(req)).await;
         let mut resp = match handled {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
@@ -53,20 +59,20 @@ impl Observe {
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics.http_request(&method, route, status, elapsed.as_secs_f64());
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(REQUEST_ID, v);
+        match header_value {
+            Some(v) => {
+                resp.headers_mut().insert(REQUEST_ID, v);
+            }
+            None => {
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    resp.headers_mut().insert(REQUEST_ID, v);
+                }
+            }
         }
         if self.draining.load(Ordering::Relaxed) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        tracing::info!(
-            request_id = %request_id,
-            method = method.as_str(),
-            route,
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
+        logging::access(&request_id, method.as_str(), route, status, elapsed.as_secs_f64() * 1000.0);
         Ok(resp)
     }
 }
