@@ -94,8 +94,10 @@ impl RedisStore {
         entry_key: &str,
         new_token: fn() -> Token,
     ) -> Result<(Token, Option<Bytes>), CacheError> {
+        // The hot path relies on fred's own per-command timeout (`fast`) alone: a second timer around it
+        // cost a timer-wheel registration per cache hit and bounded nothing more.
         let client = self.pool.next().with_options(&self.fast);
-        let mut found: Vec<Option<Bytes>> = self.bounded(client.mget(vec![tok_key, entry_key])).await?;
+        let mut found: Vec<Option<Bytes>> = client.mget(vec![tok_key, entry_key]).await?;
         let entry = found.pop().flatten();
         if let Some(Some(token)) = found.pop() {
             return Ok((token, entry));
@@ -103,7 +105,7 @@ impl RedisStore {
         let candidate = new_token();
         let ttl = Expiration::EX(token_ttl(self.ttl).as_secs() as i64);
         let previous: Option<Bytes> =
-            self.bounded(client.set(tok_key, candidate.clone(), Some(ttl), Some(SetOptions::NX), true)).await?;
+            client.set(tok_key, candidate.clone(), Some(ttl), Some(SetOptions::NX), true).await?;
         // The entry read above predates this token, so it can never match it: a miss either way.
         Ok((previous.unwrap_or(candidate), None))
     }
