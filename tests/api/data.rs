@@ -27,6 +27,7 @@ on_both!(
     delete_answers_204_then_the_record_is_gone,
     ids_that_cannot_exist_are_404_and_non_integers_400,
     a_duplicate_key_is_409,
+    concurrent_posts_each_get_their_own_record_and_one_winner_per_key,
     the_pagination_chain_visits_every_record_exactly_once,
     the_default_limit_is_50,
     the_key_filter_matches_exactly_without_normalisation,
@@ -154,6 +155,33 @@ async fn a_duplicate_key_is_409(app: TestApp) {
     assert!(!text.contains("records") && !text.contains("UNIQUE") && !text.contains("duplicate key"), "{text}");
     let page: Value = app.list_data("key=dup").await.json().await.expect("json");
     assert_eq!(page["items"][0]["value"], 1, "the first value survives");
+}
+
+async fn concurrent_posts_each_get_their_own_record_and_one_winner_per_key(app: TestApp) {
+    // Concurrent POSTs share multi-row INSERTs (db::Store::insert): each must still get exactly its own
+    // record, and of several POSTs of one key exactly one wins.
+    let posts = (0..30)
+        .map(|i| json!({"key": format!("many:{i}"), "value": {"i": i}}))
+        .chain((0..10).map(|i| json!({"key": "same", "value": i})));
+    let answers = futures::future::join_all(posts.map(|body| {
+        let app = &app;
+        async move { (body.clone(), app.post_data(&body).await) }
+    }))
+    .await;
+    let (mut ids, mut same_wins) = (std::collections::HashSet::new(), 0);
+    for (body, r) in answers {
+        if body["key"] == "same" && r.status() == 409 {
+            continue;
+        }
+        assert_eq!(r.status(), 201, "{body}");
+        let rec: Value = r.json().await.expect("json");
+        assert_eq!((&rec["key"], &rec["value"]), (&body["key"], &body["value"]));
+        assert!(ids.insert(rec["id"].as_i64().expect("id")), "ids are distinct");
+        let stored: Value = app.get_data(rec["id"].clone()).await.json().await.expect("json");
+        assert_eq!(stored, rec);
+        same_wins += usize::from(body["key"] == "same");
+    }
+    assert_eq!((ids.len(), same_wins), (31, 1));
 }
 
 async fn the_pagination_chain_visits_every_record_exactly_once(app: TestApp) {
