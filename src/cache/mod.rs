@@ -69,7 +69,6 @@ impl Cached {
     /// Wraps serialized response bytes, computing their ETag once (hits reuse the stored one).
     pub fn new(body: Vec<u8>) -> Self {
         let digest = Sha256::digest(&body);
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut etag = Vec::with_capacity(34);
         etag.push(b'"');
         for b in &digest[..16] {
@@ -91,6 +90,7 @@ pub enum EntryKey {
 pub type Token = Bytes;
 
 const TOKEN_LEN: usize = 32;
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn new_token() -> Token {
     let mut raw = [0u8; 16];
@@ -100,7 +100,7 @@ fn new_token() -> Token {
     }
     let mut hex = BytesMut::with_capacity(TOKEN_LEN);
     for b in raw {
-        hex.extend_from_slice(format!("{b:02x}").as_bytes());
+        hex.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
     }
     hex.freeze()
 }
