@@ -192,9 +192,7 @@ impl DataApi {
             Err(ApiError::internal())
         })
     }
-}
 
-impl DataApi {
     /// `GET /data/{id}` once the id and `If-None-Match` are extracted: shared by the OpenAPI operation
     /// and the hot-path router ([`HotRead`]), so both answer byte for byte the same.
     pub(crate) async fn read_record(

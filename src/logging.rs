@@ -78,9 +78,8 @@ pub fn access(request_id: &str, method: &str, route: &str, status: u16, latency_
     }
     ACCESS_LINE.with_borrow_mut(|line| {
         line.clear();
-        line.push_str("{\"timestamp\":\"");
-        push_timestamp(line, Utc::now());
-        line.push_str("\",\"level\":\"INFO\",\"target\":\"aside::telemetry\",\"request_id\":");
+        push_line_start(line, "INFO", "aside::telemetry");
+        line.push_str(",\"request_id\":");
         push_json_str(line, request_id);
         line.push_str(",\"method\":");
         push_json_str(line, method);
@@ -95,6 +94,16 @@ pub fn access(request_id: &str, method: &str, route: &str, status: u16, latency_
     });
 }
 
+/// `{"timestamp":…,"level":…,"target":…`: how every JSON line starts.
+fn push_line_start(line: &mut String, level: &str, target: &str) {
+    line.push_str("{\"timestamp\":\"");
+    push_timestamp(line, Utc::now());
+    line.push_str("\",\"level\":\"");
+    line.push_str(level);
+    line.push_str("\",\"target\":");
+    push_json_str(line, target);
+}
+
 /// `{"timestamp":…,"level":…,"target":…,"request_id":…,<fields>…,"message":…}`.
 struct JsonLine;
 
@@ -106,12 +115,7 @@ where
     fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         let mut line = String::with_capacity(256);
-        line.push_str("{\"timestamp\":\"");
-        push_timestamp(&mut line, Utc::now());
-        line.push_str("\",\"level\":\"");
-        line.push_str(meta.level().as_str());
-        line.push_str("\",\"target\":");
-        push_json_str(&mut line, meta.target());
+        push_line_start(&mut line, meta.level().as_str(), meta.target());
         let mut fields = JsonFields { out: line, message: None, has_request_id: false };
         event.record(&mut fields);
         let JsonFields { mut out, message, has_request_id } = fields;

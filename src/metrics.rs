@@ -86,7 +86,18 @@ impl Metrics {
 
     /// Records one HTTP request.
     pub fn http_request(&self, method: &poem::http::Method, route: &'static str, status: u16, seconds: f64) {
-        let method = method_label(method);
+        // Static strings: no allocation per request; unknown methods are `_OTHER` (OTel semantic
+        // conventions), so clients cannot mint new series.
+        let method: &'static str = match *method {
+            poem::http::Method::GET => "GET",
+            poem::http::Method::POST => "POST",
+            poem::http::Method::PUT => "PUT",
+            poem::http::Method::DELETE => "DELETE",
+            poem::http::Method::HEAD => "HEAD",
+            poem::http::Method::OPTIONS => "OPTIONS",
+            poem::http::Method::PATCH => "PATCH",
+            _ => "_OTHER",
+        };
         self.0.http_duration.record(
             seconds,
             &[
@@ -130,21 +141,6 @@ pub fn metrics_endpoint(metrics: Data<&Metrics>) -> Response {
             tracing::error!(error = %e, "metrics encoding failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
-    }
-}
-
-/// The `http.request.method` label: a static string (no allocation per request); unknown methods are
-/// `_OTHER`, as OpenTelemetry's semantic conventions ask, so clients cannot mint new series.
-pub fn method_label(method: &poem::http::Method) -> &'static str {
-    match *method {
-        poem::http::Method::GET => "GET",
-        poem::http::Method::POST => "POST",
-        poem::http::Method::PUT => "PUT",
-        poem::http::Method::DELETE => "DELETE",
-        poem::http::Method::HEAD => "HEAD",
-        poem::http::Method::OPTIONS => "OPTIONS",
-        poem::http::Method::PATCH => "PATCH",
-        _ => "_OTHER",
     }
 }
 

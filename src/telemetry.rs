@@ -35,14 +35,15 @@ impl Observe {
     /// Wraps one request.
     pub async fn call<E: Endpoint>(self: Arc<Self>, ep: Arc<E>, req: Request) -> Result<Response> {
         let started = Instant::now();
-        // The header value is kept as is (a refcount, no copy) when the client's id is sane.
-        let (request_id, header_value): (Arc<str>, Option<HeaderValue>) = match req.headers().get(REQUEST_ID) {
-            Some(v) if v.to_str().is_ok_and(sane_request_id) => {
-                (v.to_str().unwrap_or_default().into(), Some(v.clone()))
-            }
-            _ => {
+        // A sane client id is echoed as the very header value it came in (a refcount, no copy).
+        let client_id =
+            req.headers().get(REQUEST_ID).and_then(|v| Some((v.to_str().ok().filter(|s| sane_request_id(s))?, v)));
+        let (request_id, header_value): (Arc<str>, Option<HeaderValue>) = match client_id {
+            Some((id, v)) => (id.into(), Some(v.clone())),
+            None => {
                 let mut buf = uuid::Uuid::encode_buffer();
-                (uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf).into(), None)
+                let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+                (id.into(), HeaderValue::from_str(id).ok())
             }
         };
         let method = req.method().clone();
@@ -59,15 +60,8 @@ impl Observe {
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics.http_request(&method, route, status, elapsed.as_secs_f64());
-        match header_value {
-            Some(v) => {
-                resp.headers_mut().insert(REQUEST_ID, v);
-            }
-            None => {
-                if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    resp.headers_mut().insert(REQUEST_ID, v);
-                }
-            }
+        if let Some(v) = header_value {
+            resp.headers_mut().insert(REQUEST_ID, v);
         }
         if self.draining.load(Ordering::Relaxed) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -69,13 +69,11 @@ impl Cached {
     /// Wraps serialized response bytes, computing their ETag once (hits reuse the stored one).
     pub fn new(body: Vec<u8>) -> Self {
         let digest = Sha256::digest(&body);
-        let mut etag = Vec::with_capacity(34);
-        etag.push(b'"');
-        for b in &digest[..16] {
-            etag.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-        etag.push(b'"');
-        Self { etag: etag.into(), body: Bytes::from(body) }
+        let mut etag = BytesMut::with_capacity(34);
+        etag.extend_from_slice(b"\"");
+        push_hex(&mut etag, &digest[..16]);
+        etag.extend_from_slice(b"\"");
+        Self { etag: etag.freeze(), body: Bytes::from(body) }
     }
 }
 
@@ -90,7 +88,6 @@ pub enum EntryKey {
 pub type Token = Bytes;
 
 const TOKEN_LEN: usize = 32;
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn new_token() -> Token {
     let mut raw = [0u8; 16];
@@ -99,10 +96,16 @@ fn new_token() -> Token {
         raw = *uuid::Uuid::new_v4().as_bytes();
     }
     let mut hex = BytesMut::with_capacity(TOKEN_LEN);
-    for b in raw {
-        hex.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-    }
+    push_hex(&mut hex, &raw);
     hex.freeze()
+}
+
+/// Lower-case hex of `bytes` (tokens and ETags; `format!` per byte was an allocation each).
+fn push_hex(out: &mut BytesMut, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
 }
 
 /// Why a cache command did not complete.
