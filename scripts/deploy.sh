@@ -4,10 +4,15 @@
 # Usage: scripts/deploy.sh [MODE] [-h|--help]
 #   (no mode)     plain manifests: kubectl apply -k k8s/ (with the image tag set to the git SHA), wait for rollout
 #   --argocd      install Argo CD (argocd/install), apply argocd/appproject.yaml + argocd/application.yaml,
-#                 wait until the Application is Synced + Healthy; prints the Argo CD UI and admin password command
-#   --local-git   like --argocd, but Argo CD pulls from THIS clone, served by `git daemon` on the host and reached
-#                 from k3d as git://host.k3d.internal:9418 (20 s reconciliation): commit locally, watch it sync.
-#                 No GitHub repository needed. Stop the daemon with --destroy.
+#                 wait until the Application is Synced + Healthy; prints the Argo CD UI and admin password command.
+#                 Without REPO_URL, Argo CD follows THIS clone (as --local-git does) and says which repo + revision.
+#   --local-git   Argo CD pulls from THIS clone, served read-only by `git daemon` on the host and reached from
+#                 k3d as git://host.k3d.internal:9418 (20 s reconciliation): commit locally, watch it sync.
+#                 No GitHub repository needed. Stop the daemon with --destroy. (= --argocd without REPO_URL)
+#   --existing-cluster
+#                 combine with any mode above: deploy into the cluster KUBECONFIG points at instead of k3d. No k3d,
+#                 no docker, no image build (the cluster pulls aside:$TAG; TAG unset = the image committed in k8s/),
+#                 and no Argo CD install when its CRDs are already served (Argo CD running in or beside it).
 #   --helm        helm upgrade --install charts/aside (+ values-k3d.yaml), then `helm test` (POST -> GET MISS -> GET HIT)
 #   --destroy     delete the k3d cluster and stop the git daemon started by --local-git
 #   -h, --help    this text
@@ -15,13 +20,17 @@
 # Every mode (but --destroy) creates or reuses the k3d cluster "$CLUSTER" with the NodePorts mapped to localhost
 # (30080 API, 30090 Prometheus, 30030 Grafana, 30443 Argo CD; Traefik HTTPS on 8443), builds the image
 # aside:<git-sha> with docker, imports it into k3d, and creates the self-signed TLS Secret for https://aside.localhost:8443.
-# Port mappings can only be set when a k3d cluster is created: an existing cluster without them is refused.
+# Port mappings can only be set when a k3d cluster is created: an existing cluster without them is refused. k3d v5
+# publishes `-p PORT@server:0` on its load-balancer container k3d-$CLUSTER-serverlb, so that is where they are checked.
 #
 # Environment (defaults): CLUSTER=aside  NAMESPACE=aside  K3S_IMAGE=rancher/k3s:v1.32.5-k3s1
 #   SERVER_MEMORY=4g  TIMEOUT=600s  TAG=<git short SHA, +-dirty-<time> for uncommitted changes>
-#   REPO_URL / REVISION: the Git source Argo CD follows (default: argocd/application.yaml's, i.e. GitHub main)
-#   GIT_DAEMON_PORT=9418 (--local-git)  SKIP_BUILD=1 reuses an already imported aside:$TAG
-# Needs: docker (with a running engine), k3d, kubectl, openssl, git; helm for --helm.
+#   REPO_URL / REVISION: the Git source Argo CD follows (default: this clone, served by git daemon, at its
+#   current branch)   GIT_DAEMON_PORT=9418   GIT_DAEMON_HOST: the host name Argo CD reaches the daemon by
+#   (default host.k3d.internal; 127.0.0.1 with --existing-cluster, i.e. Argo CD running on this machine)
+#   SKIP_BUILD=1 reuses an already imported aside:$TAG
+# Needs: docker (with a running engine), k3d, kubectl, openssl, git; helm for --helm. --existing-cluster needs
+# only kubectl, openssl and git (and helm for --helm).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +42,7 @@ TIMEOUT="${TIMEOUT:-600s}"
 GIT_DAEMON_PORT="${GIT_DAEMON_PORT:-9418}"
 STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/aside-deploy"
 MODE="manifests"
+EXISTING=0
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 log() { echo "==> $*" >&2; }
@@ -45,6 +55,7 @@ while [[ $# -gt 0 ]]; do
     --local-git) MODE="local-git" ;;
     --helm) MODE="helm" ;;
     --destroy) MODE="destroy" ;;
+    --existing-cluster) EXISTING=1 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
@@ -56,11 +67,15 @@ need() {
 }
 
 check_prereqs() {
-  need docker "https://docs.docker.com/engine/install/ (the engine, not only the CLI)"
-  need k3d "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash  (or: brew install k3d)"
+  if ((EXISTING)); then
+    [[ "$MODE" == "destroy" ]] && die "--destroy deletes the k3d cluster; it does not apply to --existing-cluster"
+  else
+    need docker "https://docs.docker.com/engine/install/ (the engine, not only the CLI)"
+    need k3d "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash  (or: brew install k3d)"
+  fi
   need kubectl "https://kubernetes.io/docs/tasks/tools/  (or: brew install kubectl)"
   need git "apt-get install git  (or: brew install git)"
-  if [[ "$MODE" != "destroy" ]]; then
+  if [[ "$MODE" != "destroy" ]] && ((!EXISTING)); then
     need openssl "apt-get install openssl  (or: brew install openssl)"
     docker info >/dev/null 2>&1 || die "docker is installed but no engine answers (start Docker; is your user in the docker group?)"
   fi
@@ -89,7 +104,8 @@ cluster_up() {
     k3d cluster start "$CLUSTER" >/dev/null 2>&1 || true
     local p
     for p in 30080 30090 30030 30443; do
-      docker port "k3d-$CLUSTER-server-0" "$p/tcp" >/dev/null 2>&1 \
+      # `-p PORT@server:0` lands on the load balancer (k3d v5's default proxy), not on server-0 itself.
+      docker port "k3d-$CLUSTER-serverlb" "$p/tcp" >/dev/null 2>&1 \
         || die "cluster $CLUSTER has no localhost mapping for NodePort $p (mappings are fixed at creation): run $0 --destroy, then again"
     done
   else
@@ -101,9 +117,21 @@ cluster_up() {
   kubectl config use-context "k3d-$CLUSTER" >/dev/null
 }
 
+# The cluster KUBECONFIG points at, as it is: reachable, and named in the log.
+cluster_existing() {
+  local ctx server
+  ctx="$(kubectl config current-context 2>/dev/null || true)"
+  server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}' 2>/dev/null || true)"
+  kubectl get --raw /readyz >/dev/null 2>&1 \
+    || die "no Kubernetes API server answers for context '${ctx:-none}' (${server:-no server}); check KUBECONFIG"
+  log "using the existing cluster of context ${ctx:-?} ($server): no k3d, no image build"
+}
+
 image_tag() {
   if [[ -n "${TAG:-}" ]]; then
     echo "$TAG"
+  elif ((EXISTING)); then
+    echo "" # nothing built here: the image tag committed in k8s/ (GitOps: CI commits the bump)
   elif [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
     # Uncommitted changes: a fresh tag each run, so IfNotPresent never keeps a stale image.
     echo "$(git -C "$ROOT" rev-parse --short=12 HEAD)-dirty-$(date +%s)"
@@ -113,6 +141,10 @@ image_tag() {
 }
 
 build_and_import() {
+  if ((EXISTING)); then
+    log "existing cluster: no image build; it runs ${TAG:+aside:$TAG}${TAG:-the image committed in k8s/}"
+    return 0
+  fi
   if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
     log "SKIP_BUILD=1: using aside:$TAG as already imported"
     return 0
@@ -162,11 +194,9 @@ apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - ../k8s
-images:
-  - name: aside
-    newTag: "$TAG"
 YAML
-  log "applying k8s/ (image aside:$TAG)"
+  [[ -n "$TAG" ]] && printf 'images:\n  - name: aside\n    newTag: "%s"\n' "$TAG" >>"$overlay/kustomization.yaml"
+  log "applying k8s/ (image ${TAG:+aside:$TAG}${TAG:-as committed})"
   kubectl apply -k "$overlay"
   rm -rf "$overlay"
   wait_stack
@@ -174,36 +204,66 @@ YAML
 
 start_git_daemon() {
   mkdir -p "$STATE_DIR"
-  local pidfile="$STATE_DIR/git-daemon.pid"
+  local pidfile="$STATE_DIR/git-daemon.pid" host listen=()
+  host=host.k3d.internal
+  ((EXISTING)) && host=127.0.0.1
+  host="${GIT_DAEMON_HOST:-$host}"
+  # k3d's containers reach the host through the Docker bridge; a daemon for Argo CD on this host stays on loopback.
+  [[ "$host" == 127.0.0.1 || "$host" == localhost ]] && listen=(--listen=127.0.0.1)
   if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     log "git daemon already serving (pid $(cat "$pidfile"))"
   else
     log "serving $ROOT read-only with git daemon on port $GIT_DAEMON_PORT"
     # Only this repository is exported (the whitelist argument), read-only.
-    git daemon --reuseaddr --detach --pid-file="$pidfile" --port="$GIT_DAEMON_PORT" \
+    git daemon --reuseaddr --detach --pid-file="$pidfile" --port="$GIT_DAEMON_PORT" "${listen[@]}" \
       --base-path="$(dirname "$ROOT")" --export-all "$ROOT"
+    local i
+    for i in $(seq 1 50); do
+      git ls-remote "git://127.0.0.1:$GIT_DAEMON_PORT/$(basename "$ROOT")" HEAD >/dev/null 2>&1 && break
+      ((i == 50)) && die "git daemon on port $GIT_DAEMON_PORT does not answer"
+      sleep 0.1
+    done
   fi
-  REPO_URL="git://host.k3d.internal:$GIT_DAEMON_PORT/$(basename "$ROOT")"
+  REPO_URL="git://$host:$GIT_DAEMON_PORT/$(basename "$ROOT")"
   REVISION="${REVISION:-$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)}"
+  if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
+    log "note: uncommitted changes are not served; Argo CD sees commits only"
+  fi
+}
+
+# True when the Argo CD API (its CRDs) is already served: an install that runs in the cluster or beside it.
+argocd_present() {
+  kubectl get crd applications.argoproj.io appprojects.argoproj.io >/dev/null 2>&1
 }
 
 deploy_argocd() {
-  log "installing Argo CD (argocd/install: pinned upstream release + local sizing)"
-  ensure_namespace argocd
-  kubectl apply --server-side --force-conflicts -k "$ROOT/argocd/install" >/dev/null
-  kubectl -n argocd rollout status statefulset/argocd-application-controller --timeout="$TIMEOUT"
-  kubectl -n argocd rollout status deployment/argocd-repo-server --timeout="$TIMEOUT"
-  kubectl -n argocd rollout status deployment/argocd-server --timeout="$TIMEOUT"
-  if [[ "$MODE" == "local-git" ]]; then
+  if ((EXISTING)) && argocd_present; then
+    log "Argo CD is already running (its CRDs are served): not installing it"
+  else
+    log "installing Argo CD (argocd/install: pinned upstream release + local sizing)"
+    ensure_namespace argocd
+    kubectl apply --server-side --force-conflicts -k "$ROOT/argocd/install" >/dev/null
+    kubectl -n argocd rollout status statefulset/argocd-application-controller --timeout="$TIMEOUT"
+    kubectl -n argocd rollout status deployment/argocd-repo-server --timeout="$TIMEOUT"
+    kubectl -n argocd rollout status deployment/argocd-server --timeout="$TIMEOUT"
+  fi
+  # No REPO_URL: follow this clone. The placeholder in argocd/application.yaml is for forks to edit.
+  if [[ "$MODE" == "local-git" || -z "${REPO_URL:-}" ]]; then
     start_git_daemon
   fi
-  local repo="${REPO_URL:-}" rev="${REVISION:-}"
-  log "applying argocd/appproject.yaml + argocd/application.yaml (repo ${repo:-as committed}, revision ${rev:-as committed}, image aside:$TAG)"
-  # Only the marked lines change: repoURL, targetRevision, the image override, the project's source repo.
-  sed -e "${repo:+s#^\(    repoURL: \).*\$#\1$repo#}" \
+  local repo="$REPO_URL" rev="${REVISION:-}"
+  log "Argo CD follows $repo at revision ${rev:-as committed} (commit $(git -C "$ROOT" rev-parse --short=12 "${rev:-HEAD}" 2>/dev/null || echo "not in this clone")), image ${TAG:+aside:$TAG}${TAG:-as committed in k8s/}"
+  # Only the marked lines change: repoURL, targetRevision, the project's source repo; plus an image override
+  # for the image built here (none when nothing was built: then Git decides the image, the GitOps way).
+  local image_override=()
+  [[ -n "$TAG" ]] && image_override=(-e "/^    path: k8s\$/a\\
+    kustomize:\\
+      images:\\
+        - aside=aside:$TAG")
+  sed -e "s#^\(    repoURL: \).*\$#\1$repo#" \
     -e "${rev:+s#^\(    targetRevision: \).*\$#\1$rev#}" \
-    -e "s#- aside=aside:.*\$#- aside=aside:$TAG#" "$ROOT/argocd/application.yaml" >"$STATE_DIR/application.yaml"
-  sed -e "${repo:+s#^\(    - \)[^ ]*\(  \# repoURL\)\$#\1$repo\2#}" "$ROOT/argocd/appproject.yaml" >"$STATE_DIR/appproject.yaml"
+    "${image_override[@]}" "$ROOT/argocd/application.yaml" >"$STATE_DIR/application.yaml"
+  sed -e "s#^\(    - \)[^ ]*\(  \# repoURL\)\$#\1$repo\2#" "$ROOT/argocd/appproject.yaml" >"$STATE_DIR/appproject.yaml"
   kubectl apply -f "$STATE_DIR/appproject.yaml" -f "$STATE_DIR/application.yaml"
   log "waiting for Application aside to be Synced + Healthy"
   local deadline=$((SECONDS + ${TIMEOUT%s})) state=""
@@ -221,9 +281,11 @@ deploy_helm() {
     && [[ -z "$(kubectl -n "$NAMESPACE" get deployment aside -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}')" ]]; then
     die "namespace $NAMESPACE already holds aside from plain manifests or Argo CD; run $0 --destroy first"
   fi
-  log "helm upgrade --install aside (image aside:$TAG)"
+  local tag=()
+  [[ -n "$TAG" ]] && tag=(--set image.tag="$TAG")
+  log "helm upgrade --install aside (image ${TAG:+aside:$TAG}${TAG:-the chart appVersion})"
   helm upgrade --install aside "$ROOT/charts/aside" -n "$NAMESPACE" --create-namespace \
-    -f "$ROOT/charts/aside/values-k3d.yaml" --set image.tag="$TAG" --wait --timeout "$TIMEOUT"
+    -f "$ROOT/charts/aside/values-k3d.yaml" "${tag[@]}" --wait --timeout "$TIMEOUT"
   log "helm test aside"
   helm test aside -n "$NAMESPACE" --logs
 }
@@ -243,6 +305,15 @@ destroy() {
 }
 
 print_urls() {
+  if ((EXISTING)); then
+    cat <<TXT
+
+aside is up ($MODE, existing cluster, image ${TAG:+aside:$TAG}${TAG:-as committed}). NodePorts on the cluster's nodes:
+30080 API + Swagger UI (/docs), 30090 Prometheus, 30030 Grafana; or: kubectl -n $NAMESPACE port-forward svc/aside 8080:80
+TXT
+    [[ -n "${REPO_URL:-}" ]] && echo "  Git source   $REPO_URL @ ${REVISION:-as committed}"
+    return 0
+  fi
   cat <<TXT
 
 aside is up ($MODE, image aside:$TAG):
@@ -259,8 +330,8 @@ TXT
   password     kubectl -n argocd get secret argocd-initial-admin-secret -o jsonpath='{.data.password}' | base64 -d
 TXT
   fi
-  if [[ "$MODE" == "local-git" ]]; then
-    echo "  Git source   $REPO_URL @ $REVISION: commit on that branch and Argo CD syncs within ~20 s"
+  if [[ "$MODE" == "argocd" || "$MODE" == "local-git" ]]; then
+    echo "  Git source   $REPO_URL @ ${REVISION:-as committed}: commit on that branch and Argo CD syncs it (docs/delivery.md has the measured delay)"
   fi
 }
 
@@ -273,7 +344,7 @@ main() {
   trap dump_state EXIT
   mkdir -p "$STATE_DIR"
   TAG="$(image_tag)"
-  cluster_up
+  if ((EXISTING)); then cluster_existing; else cluster_up; fi
   build_and_import
   ensure_tls
   case "$MODE" in

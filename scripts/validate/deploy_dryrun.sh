@@ -28,18 +28,30 @@ stub() { # stub NAME BODY: a fake tool that logs its call, then runs BODY
   printf '#!/usr/bin/env bash\nset -euo pipefail\necho "%s $*" >>"$STUB_CALLS"\n%s\n' "$1" "$2" >"$SANDBOX/bin/$1"
   chmod +x "$SANDBOX/bin/$1"
 }
+# k3d v5 as it really behaves (its default proxy mode): every `-p HOST:CONTAINER@server:0` or `@loadbalancer`
+# is published on the load-balancer container k3d-<cluster>-serverlb, never on k3d-<cluster>-server-0. The
+# stub records where each port landed, and `docker port` answers only for that container.
 stub docker '
 case "$1" in
   info|build) exit 0 ;;
-  port) [[ -f "$STUB_STATE/cluster" ]] && echo "0.0.0.0:${3%/tcp}" ;;
+  port) grep -qx "$2 ${3%/tcp}" "$STUB_STATE/published" 2>/dev/null && echo "0.0.0.0:${3%/tcp}" ;;
   *) echo "docker stub: unexpected $*" >&2; exit 1 ;;
 esac'
 stub k3d '
 case "$1 $2" in
   "cluster get") [[ -f "$STUB_STATE/cluster" ]] ;;
-  "cluster create") touch "$STUB_STATE/cluster" ;;
+  "cluster create")
+    touch "$STUB_STATE/cluster"; : >"$STUB_STATE/published"; prev=""
+    for a in "$@"; do
+      if [[ "$prev" == "-p" ]]; then
+        spec="${a%@*}"; node="${a##*@}"
+        case "$node" in server:0|loadbalancer) echo "k3d-$3-serverlb ${spec##*:}" >>"$STUB_STATE/published" ;;
+          *) echo "k3d stub: node filter $node not modelled" >&2; exit 1 ;; esac
+      fi
+      prev="$a"
+    done ;;
   "cluster start") exit 0 ;;
-  "cluster delete") rm -f "$STUB_STATE/cluster" ;;
+  "cluster delete") rm -f "$STUB_STATE/cluster" "$STUB_STATE/published" ;;
   "image import") [[ "$3" =~ ^aside:[0-9a-f]{12}(-dirty-[0-9]+)?$ ]] || { echo "k3d stub: bad image $3" >&2; exit 1; } ;;
   *) echo "k3d stub: unexpected $*" >&2; exit 1 ;;
 esac'
@@ -47,6 +59,10 @@ stub kubectl '
 args="$*"
 case "$args" in
   "config use-context "*) exit 0 ;;
+  "config current-context") echo stub-existing ;;
+  "config view --minify "*) echo https://127.0.0.1:6443 ;;
+  "get --raw /readyz") [[ -f "$STUB_STATE/existing-up" ]] ;;
+  "get crd applications.argoproj.io appprojects.argoproj.io") [[ -f "$STUB_STATE/argocd-present" ]] ;;
   "create namespace "*"--dry-run=client -o yaml") printf "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n" "$3" ;;
   *"get secret aside-tls"*) [[ -f "$STUB_STATE/tls" ]] ;;
   *"create secret tls aside-tls"*) grep -q "BEGIN CERTIFICATE" "${args##*--cert=}" 2>/dev/null || true; echo "kind: Secret"; touch "$STUB_STATE/tls" ;;
@@ -73,6 +89,7 @@ if [[ "$1" == "daemon" ]]; then
   pidfile=""; for a in "$@"; do [[ "$a" == --pid-file=* ]] && pidfile="${a#--pid-file=}"; done
   sleep 300 & echo $! >"$pidfile"; cp "$pidfile" "$STUB_STATE/daemon.pid"; exit 0
 fi
+if [[ "$1" == "ls-remote" && "$2" == git://* ]]; then [[ -f "$STUB_STATE/daemon.pid" ]]; exit; fi
 exec "$REAL_GIT" "$@"'
 
 export PATH="$SANDBOX/bin:$PATH" XDG_STATE_HOME="$SANDBOX/xdg"
@@ -97,21 +114,51 @@ mode_run default2
 [[ "$(grep -c 'create secret tls' "$STUB_CALLS")" == 1 ]] || { echo "FINDING deploy-dryrun: TLS Secret regenerated on re-run"; failures=$((failures + 1)); }
 grep -q "^k3d image import aside:$TAG -c aside" "$STUB_CALLS" || { echo "FINDING deploy-dryrun: image aside:$TAG not imported"; failures=$((failures + 1)); }
 mode_run helm --helm
-REPO_URL=https://example.invalid/fork/aside.git REVISION=feature mode_run argocd --argocd
-"$REAL_PY" - "$STUB_STATE/application.yaml" "$STUB_STATE/appproject.yaml" "$TAG" <<'PY' || failures=$((failures + 1))
+# check_app REPO REVISION IMAGE-OVERRIDE|-: the Application/AppProject deploy.sh applied last.
+check_app() {
+  "$REAL_PY" - "$STUB_STATE/application.yaml" "$STUB_STATE/appproject.yaml" "$@" <<'PY'
 import sys, yaml
-app, proj, tag = yaml.safe_load(open(sys.argv[1])), yaml.safe_load(open(sys.argv[2])), sys.argv[3]
+app, proj = yaml.safe_load(open(sys.argv[1])), yaml.safe_load(open(sys.argv[2]))
+repo, rev, image = sys.argv[3:6]
 s = app["spec"]["source"]
-want = ("https://example.invalid/fork/aside.git", "feature", [f"aside=aside:{tag}"])
-got = (s["repoURL"], s["targetRevision"], s["kustomize"]["images"])
-if got != want or want[0] not in proj["spec"]["sourceRepos"]:
-    print(f"FINDING deploy-dryrun: --argocd applied {got}, project repos {proj['spec']['sourceRepos']}; want {want}")
+want = (repo, rev, [] if image == "-" else [image])
+got = (s["repoURL"], s["targetRevision"], (s.get("kustomize") or {}).get("images") or [])
+if got != want or repo not in proj["spec"]["sourceRepos"]:
+    print(f"FINDING deploy-dryrun: applied {got}, project repos {proj['spec']['sourceRepos']}; want {want}")
     sys.exit(1)
-print("ok    --argocd rewrote repoURL, targetRevision and the image in the applied Application/AppProject")
+print(f"ok    Application follows {repo} @ {rev}, image override {want[2] or 'none (as committed)'}")
 PY
+}
+REPO_URL=https://example.invalid/fork/aside.git REVISION=feature mode_run argocd --argocd
+check_app https://example.invalid/fork/aside.git feature "aside=aside:$TAG" || failures=$((failures + 1))
+BRANCH="$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)"
+# The newcomer's command: no REPO_URL -> this clone, served by git daemon, named in the output.
+mode_run argocd-noremote --argocd
+check_app "git://host.k3d.internal:9418/$(basename "$ROOT")" "$BRANCH" "aside=aside:$TAG" || failures=$((failures + 1))
+grep -q "Argo CD follows git://host.k3d.internal:9418/$(basename "$ROOT") at revision $BRANCH (commit " "$SANDBOX/out-argocd-noremote.log" \
+  || { echo "FINDING deploy-dryrun: --argocd without REPO_URL did not say which repo and revision it follows"; failures=$((failures + 1)); }
 mode_run local-git --local-git
-grep -q "repoURL: git://host.k3d.internal:9418/$(basename "$ROOT")" "$STUB_STATE/application.yaml" \
-  || { echo "FINDING deploy-dryrun: --local-git did not point Argo CD at git://host.k3d.internal"; failures=$((failures + 1)); }
+check_app "git://host.k3d.internal:9418/$(basename "$ROOT")" "$BRANCH" "aside=aside:$TAG" || failures=$((failures + 1))
+# --existing-cluster: no k3d and no docker call at all, no Argo CD install when its CRDs are served, the
+# image as committed, the clone served on loopback.
+: >"$STUB_CALLS"
+if "$ROOT/scripts/deploy.sh" --existing-cluster >"$SANDBOX/out-existing-down.log" 2>&1 || ! grep -q "no Kubernetes API server answers" "$SANDBOX/out-existing-down.log"; then
+  echo "FINDING deploy-dryrun: --existing-cluster with no API server did not stop with a clear error"; failures=$((failures + 1))
+fi
+touch "$STUB_STATE/existing-up" "$STUB_STATE/argocd-present"
+saved_tag="$TAG"
+unset TAG
+mode_run existing --argocd --existing-cluster
+TAG="$saved_tag"
+export TAG
+check_app "git://127.0.0.1:9418/$(basename "$ROOT")" "$BRANCH" - || failures=$((failures + 1))
+if grep -qE '^(k3d|docker) |apply --server-side --force-conflicts -k' "$STUB_CALLS"; then
+  echo "FINDING deploy-dryrun: --existing-cluster called k3d/docker or installed Argo CD:"; grep -E '^(k3d|docker) |apply --server-side' "$STUB_CALLS" | head -n 5
+  failures=$((failures + 1))
+else
+  echo "ok    --existing-cluster: no k3d, no docker, no Argo CD install, image as committed, clone served on 127.0.0.1"
+fi
+rm -f "$STUB_STATE/argocd-present"
 mode_run destroy --destroy
 [[ ! -f "$STUB_STATE/cluster" ]] || { echo "FINDING deploy-dryrun: --destroy left the cluster"; failures=$((failures + 1)); }
 daemon_alive() { # alive and not a zombie (an orphan may wait a moment for its reaper)
@@ -129,5 +176,5 @@ if "$ROOT/scripts/deploy.sh" >"$SANDBOX/out-noengine.log" 2>&1 || ! grep -q "no 
 else
   echo "ok    no Docker engine -> $(cat "$SANDBOX/out-noengine.log")"
 fi
-echo "deploy-dryrun: 6 modes + idempotency + no-engine refusal against stub tools, $failures findings"
+echo "deploy-dryrun: 8 runs (default x2, helm, argocd with/without REPO_URL, local-git, existing-cluster, destroy) + idempotency + refusals against stub tools, $failures findings"
 [[ $failures -eq 0 ]]
