@@ -4,6 +4,7 @@
   checks.py k8s RENDER.yaml [--label L] [--version 1.32]   strict schema + cross-references + hygiene
   checks.py budget K8S_RENDER.yaml                          resource requests vs the k3d node (ops/budget.yaml)
   checks.py argocd K8S_RENDER.yaml CRD_DIR                  Application + AppProject vs Argo CD's CRDs (strict) + cross-checks
+  checks.py argocd-install INSTALL_RENDER.yaml              argocd/install's patches all landed on the upstream objects
   checks.py ops K8S_RENDER.yaml                             ops/ (Prometheus, Grafana) consistent with manifests + compose
   checks.py compose SCHEMA.json                             docker-compose.yml vs compose-spec + cross-checks
   checks.py exprs OUT_RULES.yml                             dashboard PromQL -> a rules file for promtool
@@ -620,6 +621,59 @@ def check_argocd(k8s_render, crd_dir):
     return rep.done("objects")
 
 
+def landed(patch, got, path, what, rep):
+    """Every value a strategic-merge patch sets is in the rendered object; lists of named items (containers,
+    ports) are matched by name, as the merge does."""
+    if isinstance(patch, dict):
+        if not isinstance(got, dict):
+            rep.add(f"{what}: {path or '/'} is not an object in the render")
+            return
+        for key, value in patch.items():
+            if key not in got:
+                rep.add(f"{what}: the patch sets {path}/{key}, the render has none")
+            else:
+                landed(value, got[key], f"{path}/{key}", what, rep)
+    elif isinstance(patch, list) and patch and all(isinstance(i, dict) and "name" in i for i in patch):
+        items = {i.get("name"): i for i in got or [] if isinstance(i, dict)}
+        for item in patch:
+            if item["name"] not in items:
+                rep.add(f"{what}: the patch sets {path}[{item['name']}], the render has none")
+            else:
+                landed(item, items[item["name"]], f"{path}[{item['name']}]", what, rep)
+    elif patch != got:
+        rep.add(f"{what}: the patch sets {path} to {patch!r}, the render has {got!r}")
+
+
+def check_argocd_install(render):
+    """The install overlay rendered over the upstream install.yaml of the pinned release: every patch found its
+    object and every value it sets is there (a misnamed container or a port the merge does not match would
+    otherwise be added beside the real one, or dropped), and every workload container has an image and the
+    requests and limits the budget counts on."""
+    rep = Report("argocd")
+    kdir = os.path.join(ROOT, "argocd", "install")
+    with open(render) as fh:  # ~2 MB with the CRDs: the C loader when PyYAML has it
+        objs = [d for d in yaml.load_all(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    for p in yaml.safe_load(open(os.path.join(kdir, "kustomization.yaml"))).get("patches") or []:
+        for patch in load_yaml_docs(os.path.join(kdir, p["path"])):
+            rep.count += 1
+            got = by.get((patch["kind"], patch["metadata"]["name"]))
+            if got is None:
+                rep.add(f"{kn(patch)} ({p['path']}): no such object in the upstream install.yaml")
+            else:
+                landed(patch, got, "", f"{kn(patch)} ({p['path']})", rep)
+    for o in objs:
+        if o["kind"] not in WORKLOADS:
+            continue
+        for c in pod_spec(o).get("containers") or []:
+            res = c.get("resources") or {}
+            if not c.get("image"):
+                rep.add(f"{kn(o)} container {c['name']}: no image (a patch named a container upstream does not have)")
+            if not all((res.get(k) or {}).get(r) for k in ("requests", "limits") for r in ("cpu", "memory")):
+                rep.add(f"{kn(o)} container {c['name']}: no cpu/memory requests and limits (argocd/install/resources-patch.yaml)")
+    return rep.done("patches")
+
+
 # ---------------------------------------------------------------- ops/ consistency
 def promql_metrics(expr):
     return set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=\{|\[)", expr))
@@ -814,6 +868,8 @@ def main(argv):
         return check_budget(args[0])
     if cmd == "argocd":
         return check_argocd(args[0], args[1])
+    if cmd == "argocd-install":
+        return check_argocd_install(args[0])
     if cmd == "ops":
         return check_ops(args[0])
     if cmd == "compose":

@@ -179,6 +179,14 @@ plant_ignore_diff() { sub argocd/application.yaml $'      kind: Deployment\n    
 def install_patch argocd 'argocd-reposerver' 'argocd/install/resources-patch.yaml: patch names argocd-reposerver'
 plant_install_patch() { sub argocd/install/resources-patch.yaml '  name: argocd-repo-server' '  name: argocd-reposerver'; }
 
+def install_nodeport argocd 'the patch sets /spec/ports[https]/nodePort, the render has none' 'argocd/install/config-patch.yaml: protocol removed from the https port (the nodePort no longer lands)'
+plant_install_nodeport() { del_line argocd/install/config-patch.yaml '      protocol: TCP'; }
+
+def install_release argocd 'want [https://raw.githubusercontent.com/argoproj/argo-cd/v' 'argocd/install/kustomization.yaml: upstream install.yaml of v3.5.2, not the release tools/argocd/go.mod pins'
+plant_install_release() {
+  sub argocd/install/kustomization.yaml "/argo-cd/$(awk '$1 == "github.com/argoproj/argo-cd/v3" { print $2 }' tools/argocd/go.mod)/" /argo-cd/v3.5.2/
+}
+
 def grid_pos typecheck 'TS2353' 'ops/grafana/dashboards/aside.json: gridPoss in a panel'
 plant_grid_pos() { sub ops/grafana/dashboards/aside.json '"gridPos": {' '"gridPoss": {'; }
 
