@@ -1,4 +1,4 @@
-//! `/openapi.json` and `/docs` (contract: "Operational endpoints" and the paragraph on Swagger UI).
+//! `/openapi.json` and `/docs` (contract: "Operational endpoints", "The OpenAPI document").
 //! poem-openapi attaches examples to schemas only, so every error status would show the one `Problem`
 //! example (a 404). The document is patched once at start-up so each error response carries an example
 //! of its own status, and Swagger UI is served with the same patched document.

@@ -1,5 +1,6 @@
-//! aside: a cache-aside JSON data API (see DESIGN.md for the architecture and ../shared/api-contract.md
-//! for the HTTP contract). This file is the table of contents.
+//! aside: a cache-aside JSON data API (see DESIGN.md for the architecture and docs/http-contract.md
+//! for the HTTP contract; a module's `contract: "…"` names a section of that page). This file is the
+//! table of contents.
 
 /// `/data` operations: the cache-aside read path and the invalidating write path.
 pub mod api;

@@ -1,6 +1,7 @@
 //! Metrics (contract: "Metrics"): OpenTelemetry instruments exported through opentelemetry-prometheus
-//! into a private registry that `GET /metrics` encodes. Instrument names are the dotted OTel forms;
-//! the exporter adds `_total` and the unit suffix itself (lib-notes 2.2), giving the contract names.
+//! into a private registry that `GET /metrics` encodes. Instrument names are the dotted OTel forms
+//! without suffixes: the exporter appends `_total` and the unit (`_seconds`) itself, even when the name
+//! already ends in them, and so gives the contract's names.
 
 use std::sync::Arc;
 
@@ -145,7 +146,7 @@ pub fn metrics_endpoint(metrics: Data<&Metrics>) -> Response {
 }
 
 /// Maps poem's matched route pattern to the contract's `http_route` label: templates spelled with
-/// `{id}`, `unmatched` for no route, never a raw path (lib-notes 1.8: poem-openapi says `:param0`).
+/// `{id}`, `unmatched` for no route, never a raw path (poem-openapi's pattern says `:param0`).
 pub fn route_label(pattern: Option<&str>) -> &'static str {
     match pattern {
         Some("/data") => "/data",

@@ -3,7 +3,8 @@
 
   checks.py k8s RENDER.yaml [--label L] [--version 1.32]   strict schema + cross-references + hygiene
   checks.py budget K8S_RENDER.yaml                          resource requests vs the k3d node (ops/budget.yaml)
-  checks.py argocd K8S_RENDER.yaml                          Application vs the Argo CD CRD (strict) + cross-checks
+  checks.py argocd K8S_RENDER.yaml CRD_DIR                  Application + AppProject vs Argo CD's CRDs (strict) + cross-checks
+  checks.py argocd-install INSTALL_RENDER.yaml              argocd/install's patches all landed on the upstream objects
   checks.py ops K8S_RENDER.yaml                             ops/ (Prometheus, Grafana) consistent with manifests + compose
   checks.py compose SCHEMA.json                             docker-compose.yml vs compose-spec + cross-checks
   checks.py exprs OUT_RULES.yml                             dashboard PromQL -> a rules file for promtool
@@ -31,7 +32,7 @@ CONTRACT_METRICS = {
 PROM_BUILTIN = {"up"}
 CONTRACT_ENV = {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_ENABLED", "CACHE_TIMEOUT_MS", "BIND_ADDR",
                 "API_TOKEN", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES", "LOG_FORMAT", "RUST_LOG"}
-# The service's one addition to the contract's env table (README, `aside --help`): /metrics on its own listener,
+# The service's one addition to the contract's env table (docs/http-contract.md, README, `aside --help`): /metrics on its own listener,
 # the only way a NetworkPolicy (ports, not paths) can limit /metrics to Prometheus.
 SERVICE_ENV = CONTRACT_ENV | {"METRICS_BIND_ADDR"}
 # The service refuses to start unless these are whole numbers (Helm renders big numbers as 1.048576e+06).
@@ -539,13 +540,14 @@ def strictify(schema):
     return schema
 
 
-def check_argocd(k8s_render):
-    rep = Report("argocd")
-    crd_path = os.environ.get("ARGOCD_CRD_SCHEMA", os.path.join(ROOT, "..", "shared", "schemas", "argocd-application-crd.yaml"))
+def check_crd_schema(obj, crd_path, rep):
+    """obj against the v1alpha1 schema of the CRD at crd_path, made strict, with a strict metadata of our own
+    (a CRD's schema leaves metadata to the API server): unknown fields, wrong types, violated constraints."""
     if not os.path.isfile(crd_path):
-        rep.add(f"Argo CD CRD schema not found at {crd_path} (set ARGOCD_CRD_SCHEMA)")
-        return rep.done("objects")
+        rep.add(f"Argo CD CRD {crd_path} not found")
+        return
     crd = yaml.safe_load(open(crd_path))
+    kind = crd["spec"]["names"]["kind"]
     ver = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
     schema = strictify(copy.deepcopy(ver["schema"]["openAPIV3Schema"]))
     schema["properties"]["metadata"] = {
@@ -553,14 +555,22 @@ def check_argocd(k8s_render):
         "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
                        "namespace": {"type": "string"}, "finalizers": {"type": "array", "items": {"type": "string"}},
                        "labels": {"type": "object"}, "annotations": {"type": "object"}}}
+    name = (obj.get("metadata") or {}).get("name")
+    for e in sorted(jsonschema.Draft7Validator(schema).iter_errors(obj), key=lambda e: list(map(str, e.path))):
+        msg = e.message if len(e.message) <= 160 else f"{e.message[:60]}…{e.message[-60:]}"  # long values quoted
+        rep.add(f"{kind}/{name}: CRD schema: {msg} at /{'/'.join(map(str, e.path))}")
+    if obj.get("apiVersion") != f"{crd['spec']['group']}/v1alpha1" or obj.get("kind") != kind:
+        rep.add(f"{kind}: apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')} is not the CRD's")
+
+
+def check_argocd(k8s_render, crd_dir):
+    """crd_dir: manifests/crds of the Argo CD release tools/argocd/go.mod pins (validate.sh fetches it)."""
+    rep = Report("argocd")
     app = yaml.safe_load(open(os.path.join(ROOT, "argocd", "application.yaml")))
     proj = yaml.safe_load(open(os.path.join(ROOT, "argocd", "appproject.yaml")))
     rep.count = 2
-    v = jsonschema.Draft7Validator(schema)
-    for e in sorted(v.iter_errors(app), key=lambda e: list(e.path)):
-        rep.add(f"Application/{app['metadata']['name']}: CRD schema: {e.message} at /{'/'.join(map(str, e.path))}")
-    if app.get("apiVersion") != f"{crd['spec']['group']}/v1alpha1" or app.get("kind") != crd["spec"]["names"]["kind"]:
-        rep.add(f"Application: apiVersion/kind {app.get('apiVersion')}/{app.get('kind')} is not the CRD's")
+    check_crd_schema(app, os.path.join(crd_dir, "application-crd.yaml"), rep)
+    check_crd_schema(proj, os.path.join(crd_dir, "appproject-crd.yaml"), rep)
     s, spec = app["spec"].get("source") or {}, app["spec"]
     src = os.path.join(ROOT, s.get("path", ""))
     if not os.path.isfile(os.path.join(src, "kustomization.yaml")):
@@ -609,6 +619,59 @@ def check_argocd(k8s_render):
         if not ok:
             rep.add(f"AppProject: {group or 'core'}/{o['kind']} ({o['metadata']['name']}) in k8s/ is not whitelisted")
     return rep.done("objects")
+
+
+def landed(patch, got, path, what, rep):
+    """Every value a strategic-merge patch sets is in the rendered object; lists of named items (containers,
+    ports) are matched by name, as the merge does."""
+    if isinstance(patch, dict):
+        if not isinstance(got, dict):
+            rep.add(f"{what}: {path or '/'} is not an object in the render")
+            return
+        for key, value in patch.items():
+            if key not in got:
+                rep.add(f"{what}: the patch sets {path}/{key}, the render has none")
+            else:
+                landed(value, got[key], f"{path}/{key}", what, rep)
+    elif isinstance(patch, list) and patch and all(isinstance(i, dict) and "name" in i for i in patch):
+        items = {i.get("name"): i for i in got or [] if isinstance(i, dict)}
+        for item in patch:
+            if item["name"] not in items:
+                rep.add(f"{what}: the patch sets {path}[{item['name']}], the render has none")
+            else:
+                landed(item, items[item["name"]], f"{path}[{item['name']}]", what, rep)
+    elif patch != got:
+        rep.add(f"{what}: the patch sets {path} to {patch!r}, the render has {got!r}")
+
+
+def check_argocd_install(render):
+    """The install overlay rendered over the upstream install.yaml of the pinned release: every patch found its
+    object and every value it sets is there (a misnamed container or a port the merge does not match would
+    otherwise be added beside the real one, or dropped), and every workload container has an image and the
+    requests and limits the budget counts on."""
+    rep = Report("argocd")
+    kdir = os.path.join(ROOT, "argocd", "install")
+    with open(render) as fh:  # ~2 MB with the CRDs: the C loader when PyYAML has it
+        objs = [d for d in yaml.load_all(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    for p in yaml.safe_load(open(os.path.join(kdir, "kustomization.yaml"))).get("patches") or []:
+        for patch in load_yaml_docs(os.path.join(kdir, p["path"])):
+            rep.count += 1
+            got = by.get((patch["kind"], patch["metadata"]["name"]))
+            if got is None:
+                rep.add(f"{kn(patch)} ({p['path']}): no such object in the upstream install.yaml")
+            else:
+                landed(patch, got, "", f"{kn(patch)} ({p['path']})", rep)
+    for o in objs:
+        if o["kind"] not in WORKLOADS:
+            continue
+        for c in pod_spec(o).get("containers") or []:
+            res = c.get("resources") or {}
+            if not c.get("image"):
+                rep.add(f"{kn(o)} container {c['name']}: no image (a patch named a container upstream does not have)")
+            if not all((res.get(k) or {}).get(r) for k in ("requests", "limits") for r in ("cpu", "memory")):
+                rep.add(f"{kn(o)} container {c['name']}: no cpu/memory requests and limits (argocd/install/resources-patch.yaml)")
+    return rep.done("patches")
 
 
 # ---------------------------------------------------------------- ops/ consistency
@@ -804,7 +867,9 @@ def main(argv):
     if cmd == "budget":
         return check_budget(args[0])
     if cmd == "argocd":
-        return check_argocd(args[0])
+        return check_argocd(args[0], args[1])
+    if cmd == "argocd-install":
+        return check_argocd_install(args[0])
     if cmd == "ops":
         return check_ops(args[0])
     if cmd == "compose":

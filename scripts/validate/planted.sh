@@ -11,7 +11,7 @@
 #   --only CASES   only these cases (ids as printed by --list)
 #   --check NAMES  only the cases of these validate.sh checks
 #   --list         print the cases (id, check, defect, expected finding) and exit
-# Env: ASIDE_TOOLS_DIR, ARGOCD_CRD_SCHEMA, K8S_VERSIONS as for scripts/validate.sh;
+# Env: ASIDE_TOOLS_DIR, K8S_VERSIONS as for scripts/validate.sh;
 #      ASIDE_BIN (prebuilt aside for the realscrape case; default: cargo build --bin aside here, once).
 # Exit status: 0 when every planted defect was caught, 1 when any was missed (or the baseline failed).
 
@@ -167,6 +167,9 @@ plant_postgres_cpu() { sub k8s/postgres-statefulset.yaml 'cpu: 250m' 'cpu: 1500m
 def selfheal argocd "'selfheal' was unexpected" 'argocd/application.yaml: selfheal instead of selfHeal'
 plant_selfheal() { sub argocd/application.yaml 'selfHeal: true' 'selfheal: true'; }
 
+def project_description argocd 'is too long at /spec/description' 'argocd/appproject.yaml: a 256-character description (the CRD allows 255)'
+plant_project_description() { sub argocd/appproject.yaml '  description: aside cache-aside API' "  description: $(printf 'x%.0s' {1..186}) aside cache-aside API"; }
+
 def whitelist argocd 'networking.k8s.io/NetworkPolicy (aside) in k8s/ is not whitelisted' 'argocd/appproject.yaml: NetworkPolicy removed from the whitelist'
 plant_whitelist() { sub argocd/appproject.yaml $'    - group: networking.k8s.io\n      kind: NetworkPolicy\n' ''; }
 
@@ -175,6 +178,14 @@ plant_ignore_diff() { sub argocd/application.yaml $'      kind: Deployment\n    
 
 def install_patch argocd 'argocd-reposerver' 'argocd/install/resources-patch.yaml: patch names argocd-reposerver'
 plant_install_patch() { sub argocd/install/resources-patch.yaml '  name: argocd-repo-server' '  name: argocd-reposerver'; }
+
+def install_nodeport argocd 'the patch sets /spec/ports[https]/nodePort, the render has none' 'argocd/install/config-patch.yaml: protocol removed from the https port (the nodePort no longer lands)'
+plant_install_nodeport() { del_line argocd/install/config-patch.yaml '      protocol: TCP'; }
+
+def install_release argocd 'want [https://raw.githubusercontent.com/argoproj/argo-cd/v' 'argocd/install/kustomization.yaml: upstream install.yaml of v3.5.2, not the release tools/argocd/go.mod pins'
+plant_install_release() {
+  sub argocd/install/kustomization.yaml "/argo-cd/$(awk '$1 == "github.com/argoproj/argo-cd/v3" { print $2 }' tools/argocd/go.mod)/" /argo-cd/v3.5.2/
+}
 
 def grid_pos typecheck 'TS2353' 'ops/grafana/dashboards/aside.json: gridPoss in a panel'
 plant_grid_pos() { sub ops/grafana/dashboards/aside.json '"gridPos": {' '"gridPoss": {'; }
@@ -264,15 +275,6 @@ fi
 used_checks="$(for id in "${selected[@]}"; do echo "${CHECK[$id]}"; done | awk '!seen[$0]++' | paste -sd, -)"
 
 # ---------------------------------------------------------------- setup
-# validate.sh looks for the CRD schema beside the clone; the copies live in a temp dir, so resolve it here.
-if [[ -z "${ARGOCD_CRD_SCHEMA:-}" ]]; then
-  for candidate in "$ROOT/../shared/schemas/argocd-application-crd.yaml" /work/shared/schemas/argocd-application-crd.yaml; do
-    if [[ -f "$candidate" ]]; then
-      export ARGOCD_CRD_SCHEMA="$candidate"
-      break
-    fi
-  done
-fi
 if [[ ",$used_checks," == *",realscrape,"* && -z "${ASIDE_BIN:-}" ]]; then
   log "cargo build --bin aside (once, for the realscrape case)"
   (cd "$ROOT" && cargo build --locked --quiet --bin aside)

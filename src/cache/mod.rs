@@ -1,6 +1,6 @@
-//! The read-through cache (contract: "The cache"), with the generation-token scheme of
-//! ../shared/cache-design.md. The argument for why it never serves data older than an acknowledged
-//! write is in DESIGN.md ("Cache correctness"); in short:
+//! The read-through cache (contract: "The cache"), with the generation-token scheme of DESIGN.md §2
+//! ("The cache"), which also holds the argument for why it never serves data older than an acknowledged
+//! write and the traps it avoids (numbered there as the comments below cite them); in short:
 //!
 //! - Every cached entry is stamped with the random 128-bit token that was current when its reader
 //!   looked the token up *before* reading the database. A lookup is a HIT only when the entry's stamp
@@ -84,7 +84,7 @@ pub enum EntryKey {
     Page { after: i64, limit: u64, key: Option<String> },
 }
 
-/// A generation token: 32 hex characters of OS randomness. Never a counter (cache-design trap 2).
+/// A generation token: 32 hex characters of OS randomness. Never a counter (DESIGN.md §2, trap 2).
 pub type Token = Bytes;
 
 const TOKEN_LEN: usize = 32;

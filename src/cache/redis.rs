@@ -1,6 +1,7 @@
 //! The Redis store (fred). Every command has a deadline (`CACHE_TIMEOUT_MS`) and fails at once while
 //! the client knows it is disconnected, so a dead Redis costs a request milliseconds, not a hang
-//! (lib-notes 3.1-3.2: fred's commands would otherwise queue or hang). The pool reconnects on its own.
+//! (fred's defaults set no command timeout, and a client whose first connect failed hangs every later
+//! command). The pool reconnects on its own.
 
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ impl RedisStore {
     }
 
     /// One round trip for the token and the entry; a second (atomic `SET NX GET`) only when the token
-    /// is missing, so two readers racing to create it end up with the same one (cache-design trap 3).
+    /// is missing, so two readers racing to create it end up with the same one (DESIGN.md §2, trap 3).
     pub(super) async fn lookup(
         &self,
         tok_key: &str,
