@@ -29,6 +29,8 @@ pub mod metrics;
 pub mod migration;
 /// Request and response bodies, key and value rules.
 pub mod model;
+/// Statements with their values inlined, for a transaction-pooling PgBouncer.
+pub mod pooler;
 /// Builds the app (routes, middleware) and runs it with the graceful drain.
 pub mod startup;
 /// Request ids, the access log and the HTTP metrics middleware.
