@@ -56,14 +56,21 @@ const QUERY_DEADLINE: Duration = Duration::from_secs(4);
 /// Longest a request waits for a pooled connection (covers a Postgres refusing connections).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// SeaORM options every aside connection starts from (the store's pool and the migration's).
+pub fn connect_options(config: &Config) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(config.database_url.clone());
+    // sqlx asks for `extra_float_digits` at connect; PgBouncer before 1.20 refuses the whole connection
+    // over it ("unsupported startup parameter") unless told to ignore it. aside stores no float
+    // columns (jsonb numbers are not floats), so Postgres' own default (exact output since 12) is fine.
+    opts.map_sqlx_postgres_opts(|o| o.extra_float_digits(None)).sqlx_logging(false);
+    opts
+}
+
 /// Opens the pool with one connection ready, so the first request (or `/ready`) does not pay for a
 /// connection set-up. Start-up needs Postgres anyway: migrations run first.
 pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
-    let mut opts = ConnectOptions::new(config.database_url.clone());
-    opts.acquire_timeout(ACQUIRE_TIMEOUT)
-        .sqlx_logging(false)
-        .test_before_acquire(false)
-        .idle_timeout(Duration::from_secs(300));
+    let mut opts = connect_options(config);
+    opts.acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false).idle_timeout(Duration::from_secs(300));
     match config.database_kind() {
         DatabaseKind::Postgres => {
             opts.max_connections(MAX_CONNECTIONS).min_connections(1);

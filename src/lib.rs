@@ -25,7 +25,7 @@ pub mod health;
 pub mod logging;
 /// OpenTelemetry meter, Prometheus exporter, `/metrics`.
 pub mod metrics;
-/// Migrations (run by `aside migrate` and at start-up, under an advisory lock on Postgres).
+/// Migrations (run by `aside migrate` and at start-up, in one transaction under an advisory lock on Postgres).
 pub mod migration;
 /// Request and response bodies, key and value rules.
 pub mod model;
