@@ -239,11 +239,6 @@ impl Store {
         &self.db
     }
 
-    /// How statements go out (tests).
-    pub fn statements(&self) -> &Statements {
-        &self.statements
-    }
-
     async fn run<T>(&self, op: &'static str, q: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
         self.metrics.db_query(op);
         match tokio::time::timeout(QUERY_DEADLINE, q).await {
