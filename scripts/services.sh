@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL + Redis for tests, benchmarks and drills.
+# Throwaway PostgreSQL + Redis (and a PgBouncer in front of that Postgres) for tests, benchmarks
+# and drills.
 #
 # Usage (sourced; the normal way):
 #   source scripts/services.sh
-#   services_start        # starts both on free 127.0.0.1 ports in a `mktemp -d` dir and exports
+#   services_start        # starts all three on free 127.0.0.1 ports in a `mktemp -d` dir and exports
 #                         #   TEST_DATABASE_URL  postgres://postgres@127.0.0.1:$PG_PORT/aside (superuser)
 #                         #   TEST_REDIS_URL     redis://127.0.0.1:$REDIS_PORT
-#                         #   PG_PORT REDIS_PORT SERVICES_DIR PG_BIN REDIS_SERVER_BIN
+#                         #   TEST_PGBOUNCER_URL postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/aside: the
+#                         #     same server through PgBouncer in transaction pooling mode, every database
+#                         #     passed through, few server connections per database
+#                         #   PG_PORT REDIS_PORT PGBOUNCER_PORT SERVICES_DIR PG_BIN REDIS_SERVER_BIN
 #   pg_stop / pg_start    # stop / start Postgres again on the SAME port and data (outage drills)
 #   redis_stop / redis_start   # the same for Redis (it keeps nothing on disk: it comes back empty)
 #   redis_pause / redis_resume # SIGSTOP / SIGCONT: a frozen Redis that still accepts TCP
-#   services_stop         # stops both and deletes the dir (safe to call twice, or after a partial start)
+#   services_stop         # stops all three and deletes the dir (safe to call twice, or after a partial start)
 #
 # Usage (executed):
 #   scripts/services.sh run CMD [ARGS...]   # start, run CMD with the variables above, stop
 #   scripts/services.sh -h
 #
-# Never touches the machine's own Postgres (5432) or Redis (6379): nothing here uses a fixed port,
-# a system data directory or a system service. Missing servers are installed with apt-get when
-# running as root; otherwise a clear message says what to install.
+# Never touches the machine's own Postgres (5432), Redis (6379) or PgBouncer (6432): nothing here uses
+# a fixed port, a system data directory or a system service. Missing servers are installed with
+# apt-get when running as root; otherwise a clear message says what to install.
 #
 # Knobs: SERVICES_TMP (parent of the temp dir, default /tmp; must be reachable by the postgres user),
-#        PG_MAX_CONNECTIONS (default 200).
+#        PG_MAX_CONNECTIONS (default 200), PGBOUNCER_POOL_SIZE (server connections per database, default 3).
 #
 # This file only defines functions (and sets no shell options) so it is safe to source from
 # scripts that run under `set -euo pipefail`.
@@ -43,13 +47,26 @@ _svc_find_pg_bin() {
   return 1
 }
 
-# Install postgresql / redis-server when missing (root + apt-get), else explain and fail.
+# Debian installs pgbouncer in /usr/sbin, which is not on every user's PATH.
+_svc_find_pgbouncer() {
+  local p
+  for p in "$(command -v pgbouncer 2>/dev/null)" /usr/sbin/pgbouncer /usr/local/sbin/pgbouncer; do
+    if [[ -n "$p" && -x "$p" ]]; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Install postgresql / redis-server / pgbouncer when missing (root + apt-get), else explain and fail.
 _svc_ensure_installed() {
   local missing=()
   _svc_find_pg_bin >/dev/null 2>&1 || missing+=(postgresql)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  _svc_find_pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
   ((${#missing[@]} == 0)) && return 0
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     _svc_log "installing ${missing[*]} with apt-get"
@@ -58,7 +75,7 @@ _svc_ensure_installed() {
     return 0
   fi
   echo "services.sh: missing ${missing[*]}." >&2
-  echo "  install them first, e.g. (Debian/Ubuntu): sudo apt-get install -y postgresql redis-server" >&2
+  echo "  install them first, e.g. (Debian/Ubuntu): sudo apt-get install -y postgresql redis-server pgbouncer" >&2
   return 1
 }
 
@@ -168,13 +185,78 @@ redis_stop() {
 redis_pause() { kill -STOP "$(_svc_redis_pid)"; }
 redis_resume() { kill -CONT "$(_svc_redis_pid)"; }
 
+# PgBouncer as Debian 12 ships it (1.18: no prepared-statement support in transaction mode) in front of
+# the throwaway Postgres: pool_mode = transaction and only a few server connections per database, so
+# consecutive statements of one client really do land on different server connections. The wildcard
+# entry passes every database through (tests CREATE DATABASE per test, directly on Postgres).
+_svc_pgbouncer_init() {
+  local dir="$SERVICES_DIR/pgbouncer"
+  mkdir -p "$dir"
+  # auth_type = trust still needs the user listed in auth_file; the password is not checked
+  echo '"postgres" ""' >"$dir/userlist.txt"
+  cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+max_client_conn = 2000
+default_pool_size = ${PGBOUNCER_POOL_SIZE:-3}
+; every test has its own database, so its own pool: close idle server connections soon, or the
+; finished tests' pools add up to Postgres' max_connections
+server_idle_timeout = 5
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+  if [[ "$(id -u)" == 0 ]]; then
+    chown -R postgres: "$dir"
+  fi
+}
+
+pgbouncer_start() {
+  # -d: daemonize (after writing the pidfile); as the postgres user, since PgBouncer refuses root
+  _svc_as_pg "$PGBOUNCER_BIN" -d "$SERVICES_DIR/pgbouncer/pgbouncer.ini" >/dev/null 2>&1 || {
+    tail -n 20 "$SERVICES_DIR/pgbouncer/pgbouncer.log" >&2 || true
+    return 1
+  }
+  local i
+  for ((i = 0; i < 100; i++)); do
+    if psql -qAt -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres -d aside -c 'SELECT 1' >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "services.sh: pgbouncer did not answer on port $PGBOUNCER_PORT" >&2
+  tail -n 20 "$SERVICES_DIR/pgbouncer/pgbouncer.log" >&2 || true
+  return 1
+}
+
+pgbouncer_stop() {
+  local pid i
+  pid="$(cat "$SERVICES_DIR/pgbouncer/pgbouncer.pid" 2>/dev/null)"
+  [[ -n "$pid" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true # TERM: immediate shutdown (INT would wait for clients)
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$SERVICES_DIR/pgbouncer/pgbouncer.pid"
+}
+
 services_start() {
   _svc_ensure_installed
   PG_BIN="$(_svc_find_pg_bin)"
   REDIS_SERVER_BIN="$(command -v redis-server)"
+  PGBOUNCER_BIN="$(_svc_find_pgbouncer)"
   SERVICES_DIR="$(mktemp -d "${SERVICES_TMP:-/tmp}/aside-services.XXXXXX")"
   chmod 755 "$SERVICES_DIR" # the postgres user must reach its data dir inside
-  export PG_BIN REDIS_SERVER_BIN SERVICES_DIR
+  export PG_BIN REDIS_SERVER_BIN PGBOUNCER_BIN SERVICES_DIR
 
   local try
   for try in 1 2 3; do
@@ -200,13 +282,25 @@ services_start() {
     _svc_log "redis failed on port $REDIS_PORT, retrying"
   done
 
+  for try in 1 2 3; do
+    PGBOUNCER_PORT="$(_svc_free_port "$PG_PORT")"
+    [[ "$PGBOUNCER_PORT" == "$REDIS_PORT" ]] && continue
+    export PGBOUNCER_PORT
+    _svc_pgbouncer_init
+    pgbouncer_start && break
+    [[ "$try" == 3 ]] && return 1
+    _svc_log "pgbouncer failed on port $PGBOUNCER_PORT, retrying"
+  done
+
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/aside"
   export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-  _svc_log "postgres 127.0.0.1:$PG_PORT, redis 127.0.0.1:$REDIS_PORT, dir $SERVICES_DIR"
+  export TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/aside"
+  _svc_log "postgres 127.0.0.1:$PG_PORT, redis 127.0.0.1:$REDIS_PORT, pgbouncer 127.0.0.1:$PGBOUNCER_PORT, dir $SERVICES_DIR"
 }
 
 services_stop() {
   [[ -n "${SERVICES_DIR:-}" && -d "$SERVICES_DIR" ]] || return 0
+  pgbouncer_stop || true
   redis_stop || true
   if [[ -f "$SERVICES_DIR/pg/data/postmaster.pid" ]]; then
     _svc_as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg/data" -m immediate -w -t 30 stop \

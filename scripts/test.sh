@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, and the whole test suite against a throwaway
-# PostgreSQL and Redis (scripts/services.sh) that are stopped again however the run ends.
+# PostgreSQL and Redis (scripts/services.sh) that are stopped again however the run ends; then the
+# integration suite (tests/api) once more with every app reaching Postgres through the throwaway
+# PgBouncer in transaction pooling mode.
 #
 # Usage: scripts/test.sh [TEST-RUNNER ARGS...]
 #   scripts/test.sh                     # everything
@@ -11,11 +13,15 @@
 # cargo nextest run (or cargo test when cargo-nextest is not installed), with
 #   TEST_DATABASE_URL  superuser URL of the throwaway Postgres (tests CREATE DATABASE per test)
 #   TEST_REDIS_URL     URL of the throwaway Redis
+#   TEST_PGBOUNCER_URL the same Postgres through PgBouncer (pool_mode = transaction)
 #   REDIS_SERVER_BIN   path of redis-server, for tests that start (and kill) their own Redis
-# exported. Respects CARGO_TARGET_DIR. On a fresh Debian machine (as root) missing postgresql /
-# redis-server / rustfmt / clippy are installed first.
+# exported; then the same runner on tests/api with TEST_THROUGH_PGBOUNCER=1 (the apps' DATABASE_URL
+# goes through PgBouncer; CREATE DATABASE still goes straight to Postgres). Respects CARGO_TARGET_DIR.
+# On a fresh Debian machine (as root) missing postgresql / redis-server / pgbouncer / rustfmt / clippy
+# are installed first.
 #
-# Knobs: TEST_RUNNER=nextest|cargo (default: nextest when available), SKIP_LINT=1 (skip fmt+clippy).
+# Knobs: TEST_RUNNER=nextest|cargo (default: nextest when available), SKIP_LINT=1 (skip fmt+clippy),
+#        SKIP_PGBOUNCER_RUN=1 (skip the second run through PgBouncer).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -58,7 +64,7 @@ trap services_stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 services_start
-export TEST_DATABASE_URL TEST_REDIS_URL REDIS_SERVER_BIN
+export TEST_DATABASE_URL TEST_REDIS_URL TEST_PGBOUNCER_URL REDIS_SERVER_BIN
 
 if [[ "$runner" == nextest ]]; then
   log "cargo nextest run $*"
@@ -66,4 +72,16 @@ if [[ "$runner" == nextest ]]; then
 else
   log "cargo test $*"
   cargo test "$@"
+fi
+
+# Issue 8: aside behind a transaction-pooling PgBouncer, every contract test again.
+if [[ "${SKIP_PGBOUNCER_RUN:-0}" != 1 ]]; then
+  export TEST_THROUGH_PGBOUNCER=1
+  if [[ "$runner" == nextest ]]; then
+    log "cargo nextest run --test api $* (through PgBouncer, pool_mode = transaction)"
+    cargo nextest run --test api "$@"
+  else
+    log "cargo test --test api $* (through PgBouncer, pool_mode = transaction)"
+    cargo test --test api "$@"
+  fi
 fi

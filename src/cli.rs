@@ -157,6 +157,7 @@ mod tests {
         let words: Vec<&str> = h.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).collect();
         for var in [
             "DATABASE_URL",
+            "DATABASE_POOLER",
             "REDIS_URL",
             "CACHE_TTL_SECONDS",
             "CACHE_ENABLED",

@@ -10,6 +10,17 @@ pub enum DatabaseKind {
     Sqlite,
 }
 
+/// What sits between aside and Postgres (`DATABASE_POOLER`); DESIGN.md, "Behind PgBouncer".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabasePooler {
+    /// Find out at start-up whether statements can move between server connections.
+    Auto,
+    /// A transaction-pooling PgBouncer (or alike): never leave a prepared statement on a server connection.
+    Transaction,
+    /// Postgres itself, or a session-pooling proxy: cached prepared statements.
+    None,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -26,6 +37,7 @@ pub type FillHook =
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
+    pub database_pooler: DatabasePooler,
     pub redis_url: Option<String>,
     pub cache_ttl: Duration,
     pub cache_enabled: bool,
@@ -48,6 +60,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("database", &self.database_kind())
+            .field("database_pooler", &self.database_pooler)
             .field("redis", &self.redis_url.is_some())
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_enabled", &self.cache_enabled)
@@ -76,6 +89,7 @@ fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
 /// The environment table printed by `aside --help` (name, default, meaning).
 pub const ENV_HELP: &[(&str, &str, &str)] = &[
     ("DATABASE_URL", "sqlite://aside.db?mode=rwc", "postgres://user:pw@host:5432/db in real deployments"),
+    ("DATABASE_POOLER", "auto", "auto, transaction (PgBouncer pool_mode=transaction) or none (Postgres itself)"),
     ("REDIS_URL", "(unset: in-process cache)", "redis://[:pw@]host:port/db, redis-sentinel://, redis-cluster://"),
     ("CACHE_TTL_SECONDS", "60", "TTL of every cache entry (>= 1)"),
     ("CACHE_ENABLED", "true", "false: every read goes to the database (X-Cache: BYPASS); writes still invalidate"),
@@ -109,6 +123,15 @@ impl Config {
         if database_url.starts_with("postgres") && database_url.split_once("://").is_none_or(|(_, r)| r.is_empty()) {
             return Err(bad("DATABASE_URL", "has no host"));
         }
+
+        let database_pooler = match get("DATABASE_POOLER").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("auto") => DatabasePooler::Auto,
+            Some("transaction") => DatabasePooler::Transaction,
+            Some("none") => DatabasePooler::None,
+            Some(other) => {
+                return Err(bad("DATABASE_POOLER", format!("`{other}` is not auto, transaction or none")));
+            }
+        };
 
         let redis_url = get("REDIS_URL");
         if let Some(url) = &redis_url {
@@ -156,6 +179,7 @@ impl Config {
 
         Ok(Self {
             database_url,
+            database_pooler,
             redis_url,
             cache_ttl,
             cache_enabled,
@@ -210,6 +234,20 @@ mod tests {
         assert_eq!(c.bind_addr.port(), 8080);
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert!(c.cache_enabled);
+        assert_eq!(c.database_pooler, DatabasePooler::Auto);
+    }
+
+    #[test]
+    fn database_pooler_takes_its_three_words() {
+        for (raw, want) in [
+            ("auto", DatabasePooler::Auto),
+            ("transaction", DatabasePooler::Transaction),
+            ("Transaction", DatabasePooler::Transaction),
+            ("none", DatabasePooler::None),
+        ] {
+            let c = Config::from_vars(&vars(&[("DATABASE_POOLER", raw)])).expect(raw);
+            assert_eq!(c.database_pooler, want, "{raw}");
+        }
     }
 
     #[test]
@@ -225,6 +263,7 @@ mod tests {
             ("CACHE_ENABLED", "maybe"),
             ("MAX_BODY_BYTES", "1"),
             ("LOG_FORMAT", "xml"),
+            ("DATABASE_POOLER", "session"),
             ("API_TOKEN", "short"),
         ] {
             let err = Config::from_vars(&vars(&[(var, val)])).expect_err(var);

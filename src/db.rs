@@ -1,6 +1,8 @@
 //! Storage: the SeaORM connection (Postgres, or SQLite as the zero-setup default), the `records` entity
 //! and the five queries the API needs. Every query is bounded in time so a silent database becomes a
 //! fast 503 (contract: "Timing promises"), and every query is counted in `aside_db_queries_total`.
+//! Behind a transaction pooler the queries go out with their values inlined (`pooler`); whether one is
+//! there is `DATABASE_POOLER`, found out here when it is `auto`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,17 +14,19 @@ use std::{
 use chrono::{DateTime, Timelike, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
     sea_query::{Expr, OnConflict},
+    sqlx::PgPool,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    config::{Config, DatabaseKind},
+    config::{Config, DatabaseKind, DatabasePooler},
     error::ApiError,
     metrics::Metrics,
+    pooler,
 };
 
 /// The `records` table.
@@ -56,14 +60,41 @@ const QUERY_DEADLINE: Duration = Duration::from_secs(4);
 /// Longest a request waits for a pooled connection (covers a Postgres refusing connections).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Opens the pool with one connection ready, so the first request (or `/ready`) does not pay for a
-/// connection set-up. Start-up needs Postgres anyway: migrations run first.
-pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
+/// How the store sends its statements (DESIGN.md, "Behind PgBouncer").
+#[derive(Clone, Debug)]
+pub enum Statements {
+    /// SeaORM as usual: sqlx's cached, named prepared statements (Postgres itself, SQLite).
+    Prepared,
+    /// Values inlined, simple query protocol (`pooler`), on this pool: safe behind a transaction pooler.
+    Inline(PgPool),
+}
+
+impl Statements {
+    /// `prepared` or `inline`, for logs and tests.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Statements::Prepared => "prepared",
+            Statements::Inline(_) => "inline",
+        }
+    }
+}
+
+/// SeaORM options every aside connection starts from (the store's pool and the migration's).
+pub fn connect_options(config: &Config) -> ConnectOptions {
     let mut opts = ConnectOptions::new(config.database_url.clone());
-    opts.acquire_timeout(ACQUIRE_TIMEOUT)
-        .sqlx_logging(false)
-        .test_before_acquire(false)
-        .idle_timeout(Duration::from_secs(300));
+    // sqlx asks for `extra_float_digits` at connect; PgBouncer before 1.20 refuses the whole connection
+    // over it ("unsupported startup parameter") unless told to ignore it. aside stores no float
+    // columns (jsonb numbers are not floats), so Postgres' own default (exact output since 12) is fine.
+    opts.map_sqlx_postgres_opts(|o| o.extra_float_digits(None)).sqlx_logging(false);
+    opts
+}
+
+/// Opens the pool with one connection ready, so the first request (or `/ready`) does not pay for a
+/// connection set-up. Start-up needs Postgres anyway: migrations run first. Then settles how
+/// statements go out (`DATABASE_POOLER`).
+pub async fn connect(config: &Config) -> Result<(DatabaseConnection, Statements), DbErr> {
+    let mut opts = connect_options(config);
+    opts.acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false).idle_timeout(Duration::from_secs(300));
     match config.database_kind() {
         DatabaseKind::Postgres => {
             opts.max_connections(MAX_CONNECTIONS).min_connections(1);
@@ -77,8 +108,31 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
     if config.database_kind() == DatabaseKind::Sqlite {
         // WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
         db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;").await?;
+        return Ok((db, Statements::Prepared));
     }
-    Ok(db)
+    let pool = db.get_postgres_connection_pool().clone();
+    let statements = match config.database_pooler {
+        DatabasePooler::None => Statements::Prepared,
+        DatabasePooler::Transaction => Statements::Inline(pool),
+        DatabasePooler::Auto => match pooler::statements_move(&pool).await {
+            Ok(false) => Statements::Prepared,
+            Ok(true) => {
+                tracing::info!("statements move between server connections (a transaction pooler): inlining values");
+                Statements::Inline(pool)
+            }
+            // Inline is right behind any pooler and merely slower without one.
+            Err(e) => {
+                tracing::warn!(error = ?e, "could not tell whether a pooler is in between; inlining values");
+                Statements::Inline(pool)
+            }
+        },
+    };
+    Ok((db, statements))
+}
+
+/// Rows of an inlined statement as records.
+async fn inline_records(pool: &PgPool, stmt: &Statement) -> Result<Vec<record::Model>, DbErr> {
+    pooler::query_all(pool, stmt).await?.iter().map(|row| record::Model::from_query_result(row, "")).collect()
 }
 
 fn sqlx_error(e: &DbErr) -> Option<&sea_orm::SqlxError> {
@@ -125,6 +179,7 @@ pub fn is_unavailable(e: &DbErr) -> bool {
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    statements: Statements,
     metrics: Metrics,
     /// Where `insert` queues rows for the batching workers (None inside the workers themselves).
     inserts: Option<mpsc::Sender<QueuedInsert>>,
@@ -164,10 +219,10 @@ fn now_micros() -> DateTime<Utc> {
 
 impl Store {
     /// The store, with its insert workers running (they stop when the last `Store` clone is dropped).
-    pub fn new(db: DatabaseConnection, metrics: Metrics) -> Self {
+    pub fn new(db: DatabaseConnection, statements: Statements, metrics: Metrics) -> Self {
         let (tx, rx) = mpsc::channel::<QueuedInsert>(4096);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let worker = Self { db: db.clone(), metrics: metrics.clone(), inserts: None };
+        let worker = Self { db: db.clone(), statements: statements.clone(), metrics: metrics.clone(), inserts: None };
         for _ in 0..INSERT_WORKERS {
             let (rx, worker) = (rx.clone(), worker.clone());
             tokio::spawn(async move {
@@ -176,7 +231,7 @@ impl Store {
                 }
             });
         }
-        Self { db, metrics, inserts: Some(tx) }
+        Self { db, statements, metrics, inserts: Some(tx) }
     }
 
     /// The connection (readiness checks, tests).
@@ -214,7 +269,18 @@ impl Store {
 
     /// One record by id.
     pub async fn get(&self, id: i64) -> Result<Option<record::Model>, ApiError> {
-        Ok(self.read("get", || record::Entity::find_by_id(id).one(&self.db)).await?)
+        let q = record::Entity::find_by_id(id);
+        Ok(self
+            .read("get", || async {
+                match &self.statements {
+                    Statements::Prepared => q.clone().one(&self.db).await,
+                    Statements::Inline(pool) => {
+                        let stmt = q.clone().limit(1).build(DbBackend::Postgres);
+                        Ok(inline_records(pool, &stmt).await?.into_iter().next())
+                    }
+                }
+            })
+            .await?)
     }
 
     /// Up to `limit + 1` records with id > `after` (the extra one tells whether another page follows).
@@ -224,7 +290,14 @@ impl Store {
             q = q.filter(record::Column::Key.eq(k));
         }
         let q = q.order_by_asc(record::Column::Id).limit(limit + 1);
-        Ok(self.read("list", || q.clone().all(&self.db)).await?)
+        Ok(self
+            .read("list", || async {
+                match &self.statements {
+                    Statements::Prepared => q.clone().all(&self.db).await,
+                    Statements::Inline(pool) => inline_records(pool, &q.clone().build(DbBackend::Postgres)).await,
+                }
+            })
+            .await?)
     }
 
     /// Inserts a record; a duplicate key is 409. Concurrent POSTs share one multi-row statement
@@ -254,7 +327,16 @@ impl Store {
             updated_at: Set(now),
             ..Default::default()
         };
-        let res = self.run("insert", record::Entity::insert(row).exec_with_returning(&self.db)).await;
+        let res = match &self.statements {
+            Statements::Prepared => self.run("insert", record::Entity::insert(row).exec_with_returning(&self.db)).await,
+            Statements::Inline(pool) => {
+                let mut q = record::Entity::insert(row);
+                q.query().returning_all();
+                let stmt = q.build(DbBackend::Postgres);
+                let rows = self.run("insert", inline_records(pool, &stmt)).await;
+                rows.and_then(|r| r.into_iter().next().ok_or(DbErr::RecordNotInserted))
+            }
+        };
         match res {
             Ok(m) => Ok(m),
             Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
@@ -291,10 +373,16 @@ impl Store {
             updated_at: Set(now),
             ..Default::default()
         });
-        let statement = record::Entity::insert_many(rows)
-            .on_conflict(OnConflict::column(record::Column::Key).do_nothing().to_owned())
-            .exec_with_returning(&self.db);
-        match self.run("insert", statement).await {
+        let mut q = record::Entity::insert_many(rows)
+            .on_conflict(OnConflict::column(record::Column::Key).do_nothing().to_owned());
+        let inserted = match &self.statements {
+            Statements::Prepared => self.run("insert", q.exec_with_returning(&self.db)).await,
+            Statements::Inline(pool) => {
+                q.query().returning_all();
+                self.run("insert", inline_records(pool, &q.build(DbBackend::Postgres))).await
+            }
+        };
+        match inserted {
             Ok(models) => {
                 let mut by_key: HashMap<String, record::Model> =
                     models.into_iter().map(|m| (m.key.clone(), m)).collect();
@@ -319,18 +407,30 @@ impl Store {
 
     /// Replaces a record's value; `None` when it does not exist.
     pub async fn update(&self, id: i64, value: Value) -> Result<Option<record::Model>, ApiError> {
-        let q = record::Entity::update_many()
+        let mut q = record::Entity::update_many()
             .col_expr(record::Column::Value, Expr::value(sea_orm::Value::Json(Some(Box::new(value)))))
             .col_expr(record::Column::UpdatedAt, Expr::value(now_micros()))
-            .filter(record::Column::Id.eq(id))
-            .exec_with_returning(&self.db);
-        Ok(self.run("update", q).await?.into_iter().next())
+            .filter(record::Column::Id.eq(id));
+        let updated = match &self.statements {
+            Statements::Prepared => self.run("update", q.exec_with_returning(&self.db)).await?,
+            Statements::Inline(pool) => {
+                QueryTrait::query(&mut q).returning_all();
+                self.run("update", inline_records(pool, &q.build(DbBackend::Postgres))).await?
+            }
+        };
+        Ok(updated.into_iter().next())
     }
 
     /// Deletes a record; false when it did not exist.
     pub async fn delete(&self, id: i64) -> Result<bool, ApiError> {
-        let res = self.run("delete", record::Entity::delete_by_id(id).exec(&self.db)).await?;
-        Ok(res.rows_affected > 0)
+        let q = record::Entity::delete_by_id(id);
+        let deleted = match &self.statements {
+            Statements::Prepared => self.run("delete", q.exec(&self.db)).await?.rows_affected,
+            Statements::Inline(pool) => {
+                self.run("delete", pooler::execute(pool, &q.build(DbBackend::Postgres))).await?
+            }
+        };
+        Ok(deleted > 0)
     }
 
     /// `SELECT 1` with a short deadline, for `/ready`.
@@ -350,8 +450,8 @@ mod tests {
         let mut cfg = Config::from_vars(&Default::default()).expect("defaults");
         cfg.database_url = format!("sqlite://{}?mode=rwc", file.display());
         crate::migration::run(&cfg).await.expect("migrate");
-        let store =
-            Store { db: connect(&cfg).await.expect("connect"), metrics: Metrics::new().expect("m"), inserts: None };
+        let (db, statements) = connect(&cfg).await.expect("connect");
+        let store = Store { db, statements, metrics: Metrics::new().expect("m"), inserts: None };
         store.insert_one("taken".into(), json!(0)).await.expect("first insert");
 
         let (mut batch, mut outcomes) = (Vec::new(), Vec::new());

@@ -26,10 +26,12 @@ pub mod health;
 pub mod logging;
 /// OpenTelemetry meter, Prometheus exporter, `/metrics`.
 pub mod metrics;
-/// Migrations (run by `aside migrate` and at start-up, under an advisory lock on Postgres).
+/// Migrations (run by `aside migrate` and at start-up, in one transaction under an advisory lock on Postgres).
 pub mod migration;
 /// Request and response bodies, key and value rules.
 pub mod model;
+/// Statements with their values inlined, for a transaction-pooling PgBouncer.
+pub mod pooler;
 /// Builds the app (routes, middleware) and runs it with the graceful drain.
 pub mod startup;
 /// Request ids, the access log and the HTTP metrics middleware.

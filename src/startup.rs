@@ -58,6 +58,7 @@ pub struct App {
     stop: Arc<Notify>,
     cache: Arc<Cache>,
     db: DatabaseConnection,
+    statements: &'static str,
     metrics_listener: Option<(TcpAcceptor, BoxEndpoint<'static>)>,
 }
 
@@ -86,8 +87,10 @@ impl App {
             db::connect(&config).await
         };
         let (db, cache) = tokio::join!(database, Cache::new(&config, metrics.clone()));
-        let (db, cache) = (db?, cache.map_err(StartupError::Cache)?);
-        let store = Store::new(db.clone(), metrics.clone());
+        let ((db, statements), cache) = (db?, cache.map_err(StartupError::Cache)?);
+        tracing::info!(statements = statements.name(), "database connected");
+        let statements_name = statements.name();
+        let store = Store::new(db.clone(), statements, metrics.clone());
         let draining = Arc::new(AtomicBool::new(false));
 
         let data = DataApi { store: store.clone(), cache: cache.clone(), metrics: metrics.clone() };
@@ -143,6 +146,7 @@ impl App {
             stop: Arc::new(Notify::new()),
             cache,
             db,
+            statements: statements_name,
             metrics_listener,
         })
     }
@@ -170,6 +174,11 @@ impl App {
     #[doc(hidden)]
     pub fn db(&self) -> DatabaseConnection {
         self.db.clone()
+    }
+
+    /// How database statements go out: `prepared` or `inline` (`DATABASE_POOLER`).
+    pub fn statements(&self) -> &'static str {
+        self.statements
     }
 
     /// Serves until SIGTERM/SIGINT (or the stop handle), then drains: `/ready` fails at once, serving

@@ -32,9 +32,10 @@ CONTRACT_METRICS = {
 PROM_BUILTIN = {"up"}
 CONTRACT_ENV = {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_ENABLED", "CACHE_TIMEOUT_MS", "BIND_ADDR",
                 "API_TOKEN", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES", "LOG_FORMAT", "RUST_LOG"}
-# The service's one addition to the contract's env table (docs/http-contract.md, README, `aside --help`): /metrics on its own listener,
-# the only way a NetworkPolicy (ports, not paths) can limit /metrics to Prometheus.
-SERVICE_ENV = CONTRACT_ENV | {"METRICS_BIND_ADDR"}
+# The service's additions to the contract's env table (docs/http-contract.md, README, `aside --help`): /metrics on
+# its own listener, the only way a NetworkPolicy (ports, not paths) can limit /metrics to Prometheus; and
+# DATABASE_POOLER, for a transaction-pooling PgBouncer in front of Postgres (issue 8).
+SERVICE_ENV = CONTRACT_ENV | {"METRICS_BIND_ADDR", "DATABASE_POOLER"}
 # The service refuses to start unless these are whole numbers (Helm renders big numbers as 1.048576e+06).
 NUMERIC_ENV = {"CACHE_TTL_SECONDS", "CACHE_TIMEOUT_MS", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES"}
 
@@ -822,7 +823,7 @@ def check_compose(schema_path):
     app = services.get("aside", {})
     env = app.get("environment") or {}
     for k in set(env) - SERVICE_ENV:
-        rep.add(f"service aside: env {k} is not one the service reads (contract + METRICS_BIND_ADDR)")
+        rep.add(f"service aside: env {k} is not one the service reads (contract + METRICS_BIND_ADDR, DATABASE_POOLER)")
     # /metrics on its own listener, scraped there by aside-prometheus, never published to the host.
     m = re.fullmatch(r".+:(\d+)", str(env.get("METRICS_BIND_ADDR", "")))
     if not m:

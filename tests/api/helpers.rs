@@ -48,18 +48,51 @@ pub struct TestApp {
     pub config: Config,
     pub cache: Arc<Cache>,
     pub db: DatabaseConnection,
+    /// How the app sends its database statements: `prepared` or `inline`.
+    pub statements: &'static str,
     pub stop: StopHandle,
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
-/// A fresh Postgres database (name and URL) on the throwaway server.
+/// True in scripts/test.sh's second run of this suite (`TEST_THROUGH_PGBOUNCER=1`): every app then
+/// reaches its database through the throwaway PgBouncer (transaction pooling) instead of directly.
+pub fn through_pgbouncer() -> bool {
+    std::env::var("TEST_THROUGH_PGBOUNCER").is_ok_and(|v| v == "1")
+}
+
+/// A fresh Postgres database on the throwaway server, as the URL apps should use: directly, or through
+/// PgBouncer in the second run. (CREATE DATABASE itself always goes directly to Postgres.)
 pub async fn fresh_database() -> String {
+    let url = fresh_database_direct().await;
+    if through_pgbouncer() { pgbouncer_url(&url) } else { url }
+}
+
+/// A fresh Postgres database, as a URL straight to Postgres.
+pub async fn fresh_database_direct() -> String {
     let admin_url = required_env("TEST_DATABASE_URL");
     let name = format!("aside_test_{}", uuid::Uuid::new_v4().simple());
     let admin = Database::connect(&admin_url).await.expect("connect to TEST_DATABASE_URL");
     admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
     let _ = admin.close().await;
-    let (base, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL has a database path");
+    same_database_on(&admin_url, &name)
+}
+
+/// The same database as `url`, through the throwaway PgBouncer (`TEST_PGBOUNCER_URL`).
+pub fn pgbouncer_url(url: &str) -> String {
+    same_database_on(&required_env("TEST_PGBOUNCER_URL"), database_name(url))
+}
+
+/// The same database as `url`, straight to Postgres (`TEST_DATABASE_URL`).
+pub fn direct_url(url: &str) -> String {
+    same_database_on(&required_env("TEST_DATABASE_URL"), database_name(url))
+}
+
+fn database_name(url: &str) -> &str {
+    url.rsplit_once('/').expect("a database URL ends in /name").1
+}
+
+fn same_database_on(server_url: &str, name: &str) -> String {
+    let (base, _) = server_url.rsplit_once('/').expect("the server URL has a database path");
     format!("{base}/{name}")
 }
 
@@ -106,7 +139,14 @@ pub async fn start(config: Config) -> TestApp {
     let app = App::build(config.clone()).await.expect("app builds");
     let port = app.port();
     let metrics_port = app.metrics_port();
-    let (cache, db, stop) = (app.cache(), app.db(), app.stop_handle());
+    let (cache, db, stop, statements) = (app.cache(), app.db(), app.stop_handle(), app.statements());
+    let pgbouncer = std::env::var("TEST_PGBOUNCER_URL").ok().and_then(|u| Some(format!("{}/", u.rsplit_once('/')?.0)));
+    if pgbouncer.is_some_and(|base| config.database_url.starts_with(&base))
+        && config.database_pooler == aside::config::DatabasePooler::Auto
+    {
+        // Otherwise the run through PgBouncer would quietly test the prepared path the pooler breaks.
+        assert_eq!(statements, "inline", "behind PgBouncer aside must find the pooler");
+    }
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr: format!("http://127.0.0.1:{port}"),
@@ -116,6 +156,7 @@ pub async fn start(config: Config) -> TestApp {
         config,
         cache,
         db,
+        statements,
         stop,
         task,
     }

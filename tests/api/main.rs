@@ -6,3 +6,4 @@ mod cache;
 mod data;
 mod helpers;
 mod ops;
+mod pooler;
