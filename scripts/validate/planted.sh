@@ -254,7 +254,16 @@ def not_idempotent deploy-dryrun 'cluster created more than once (not idempotent
 plant_not_idempotent() { sub scripts/deploy.sh $'cluster_up() {\n  if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then' $'cluster_up() {\n  if false; then'; }
 
 def overlay_tag deploy-dryrun 'overlay did not set aside:' 'scripts/deploy.sh: overlay newTag left at 0.1.0'
-plant_overlay_tag() { sub scripts/deploy.sh 'newTag: "$TAG"' 'newTag: "0.1.0"'; }
+plant_overlay_tag() { sub scripts/deploy.sh '"$TAG" >>"$overlay/kustomization.yaml"' '"0.1.0" >>"$overlay/kustomization.yaml"'; }
+
+def k3d_port_container deploy-dryrun 'FINDING deploy-dryrun: deploy.sh (default) failed' 'scripts/deploy.sh: re-run checks the port mappings on k3d-<cluster>-server-0 (k3d v5 publishes them on -serverlb)'
+plant_k3d_port_container() { sub scripts/deploy.sh 'docker port "k3d-$CLUSTER-serverlb"' 'docker port "k3d-$CLUSTER-server-0"'; }
+
+def argocd_placeholder deploy-dryrun 'FINDING deploy-dryrun: deploy.sh --argocd failed' 'scripts/deploy.sh: --argocd without REPO_URL no longer serves this clone'
+plant_argocd_placeholder() { sub scripts/deploy.sh 'if [[ "$MODE" == "local-git" || -z "${REPO_URL:-}" ]]; then' 'if [[ "$MODE" == "local-git" ]]; then'; }
+
+def existing_k3d deploy-dryrun '--existing-cluster called k3d/docker or installed Argo CD' 'scripts/deploy.sh: --existing-cluster still creates/reuses a k3d cluster'
+plant_existing_k3d() { sub scripts/deploy.sh 'if ((EXISTING)); then cluster_existing; else cluster_up; fi' 'cluster_up'; }
 
 def scrape_metric realscrape 'metric aside_cache_error_total (used by an alert/dashboard or promised by the contract) is not in the scrape' 'ops/prometheus/alerts.yml: AsideCacheErrors on aside_cache_error_total (real scrape has no such metric)'
 plant_scrape_metric() { plant_alert_metric; }
