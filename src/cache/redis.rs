@@ -76,6 +76,12 @@ impl RedisStore {
         self.pool.is_connected()
     }
 
+    /// One PING within the cache budget (readiness asks while commands are failing).
+    pub(super) async fn ping(&self) -> Result<(), CacheError> {
+        let () = self.pool.next().with_options(&self.fast).ping(None).await?;
+        Ok(())
+    }
+
     /// Caps a command with the cache budget even if the client's own timeout does not fire.
     async fn bounded<T>(
         &self,
