@@ -338,3 +338,93 @@ async fn metrics_bind_addr_moves_metrics_to_their_own_port() {
     let other = app.client.get(format!("http://127.0.0.1:{port}/data")).send().await.expect("get");
     assert_problem(other, 404).await;
 }
+
+/// Runs the real binary with `LOG_FORMAT=format` (stdout piped, so `auto` means JSON), breaks its
+/// database under it (the table is dropped, so queries fail with an ERROR line), sends a GET and a
+/// POST (the POST's row goes through the grouped-insert workers) with known request ids, stops it and
+/// returns everything it wrote to stdout.
+async fn logs_of_two_failing_requests(format: &str, get_id: &str, post_id: &str) -> String {
+    let db = fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = aside_bin()
+        .env("DATABASE_URL", &db)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_DRAIN_SECONDS", "0")
+        .env("LOG_FORMAT", format)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+    let admin = sea_orm::Database::connect(crate::helpers::direct_url(&db)).await.expect("admin connection");
+    use sea_orm::ConnectionTrait;
+    admin.execute_unprepared("DROP TABLE records").await.expect("drop table");
+    let _ = admin.close().await;
+    let get = client.get(format!("{url}/data/1")).header("x-request-id", get_id).send().await.expect("get");
+    assert_eq!(get.status(), 500);
+    let post = client
+        .post(format!("{url}/data"))
+        .header("x-request-id", post_id)
+        .json(&json!({"key": "k", "value": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status(), 500);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(child.wait().expect("wait").success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    out
+}
+
+/// The lines that mention `id`; asserts the request logged an error line and its access line.
+fn lines_of<'a>(out: &'a str, id: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(id)).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("ERROR") && l.contains("database error")),
+        "no error line for {id}:\n{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"request\"") || l.contains(" request ")),
+        "no access line for {id}:\n{out}"
+    );
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_carries_its_id_in_json_and_in_text() {
+    // JSON (`auto` with stdout not a terminal): each line parses, and each warning or error carries a
+    // request id — the only ones logged here are the two failing requests' own.
+    let out = logs_of_two_failing_requests("auto", "rid-get-json", "rid-post-json").await;
+    for line in out.lines() {
+        let log: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if log["level"] == "ERROR" || log["level"] == "WARN" {
+            assert!(log["request_id"].is_string(), "a line without its request id: {line}");
+        }
+    }
+    for id in ["rid-get-json", "rid-post-json"] {
+        for line in lines_of(&out, id) {
+            let log: Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(log["request_id"], id, "{line}");
+        }
+    }
+
+    // Text: the same lines, human-readable, the id as `request_id="…"`.
+    let out = logs_of_two_failing_requests("text", "rid-get-text", "rid-post-text").await;
+    assert!(out.lines().all(|l| !l.starts_with('{')), "text, not JSON:\n{out}");
+    for line in out.lines().filter(|l| l.contains(" ERROR ") || l.contains(" WARN ")) {
+        assert!(line.contains("request_id=\"rid-"), "a line without its request id: {line}");
+    }
+    for id in ["rid-get-text", "rid-post-text"] {
+        for line in lines_of(&out, id) {
+            assert!(line.contains(&format!("request_id=\"{id}\"")), "{line}");
+        }
+    }
+}
