@@ -47,6 +47,7 @@ pub struct TestApp {
     pub client: Client,
     pub config: Config,
     pub cache: Arc<Cache>,
+    pub metrics: aside::metrics::Metrics,
     pub db: DatabaseConnection,
     /// How the app sends its database statements: `prepared` or `inline`.
     pub statements: &'static str,
@@ -139,7 +140,8 @@ pub async fn start(config: Config) -> TestApp {
     let app = App::build(config.clone()).await.expect("app builds");
     let port = app.port();
     let metrics_port = app.metrics_port();
-    let (cache, db, stop, statements) = (app.cache(), app.db(), app.stop_handle(), app.statements());
+    let (cache, metrics, db) = (app.cache(), app.metrics(), app.db());
+    let (stop, statements) = (app.stop_handle(), app.statements());
     let pgbouncer = std::env::var("TEST_PGBOUNCER_URL").ok().and_then(|u| Some(format!("{}/", u.rsplit_once('/')?.0)));
     if pgbouncer.is_some_and(|base| config.database_url.starts_with(&base))
         && config.database_pooler == aside::config::DatabasePooler::Auto
@@ -155,6 +157,7 @@ pub async fn start(config: Config) -> TestApp {
         client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         config,
         cache,
+        metrics,
         db,
         statements,
         stop,

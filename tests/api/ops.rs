@@ -339,6 +339,47 @@ async fn metrics_bind_addr_moves_metrics_to_their_own_port() {
     assert_problem(other, 404).await;
 }
 
+/// Issue 7: the metrics port follows the API port's rules (X-Request-ID echoed or generated,
+/// problem+json errors), and so does an encoding failure on either port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_echoes_request_ids_and_answers_problems() {
+    // Arrange
+    let app = spawn_app_with(|c| c.metrics_bind_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port.expect("metrics port bound"));
+    let get = |url: String, id: Option<&'static str>| {
+        let mut r = app.client.get(url);
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.send()
+    };
+
+    // Act + Assert: echoed, generated, and on a 404 too.
+    let r = get(metrics_url.clone(), Some("scrape-1")).await.expect("scrape");
+    assert_eq!((r.status().as_u16(), header(r.headers(), "x-request-id")), (200, "scrape-1".to_owned()));
+    let r = get(metrics_url.clone(), None).await.expect("scrape");
+    assert!(uuid::Uuid::parse_str(&header(r.headers(), "x-request-id")).is_ok(), "a generated id");
+    let r = get(metrics_url.replace("/metrics", "/nope"), Some("scrape-2")).await.expect("get");
+    assert_eq!(header(r.headers(), "x-request-id"), "scrape-2");
+    assert_problem(r, 404).await;
+
+    // An encoding failure (the real encoder, handed a family it refuses) is a 500 problem, with an id.
+    app.metrics.break_encoding().expect("hook");
+    let r = get(metrics_url, Some("scrape-3")).await.expect("scrape");
+    assert_eq!(header(r.headers(), "x-request-id"), "scrape-3");
+    let problem = assert_problem(r, 500).await;
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("X-Request-ID")), "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_encoding_failure_on_the_api_port_is_a_problem_too() {
+    let app = spawn_embedded_app().await;
+    app.metrics.break_encoding().expect("hook");
+    let r = app.client.get(app.url("/metrics")).header("x-request-id", "scrape-4").send().await.expect("get");
+    assert_eq!(header(r.headers(), "x-request-id"), "scrape-4");
+    assert_problem(r, 500).await;
+}
+
 /// Runs the real binary with `LOG_FORMAT=format` (stdout piped, so `auto` means JSON), breaks its
 /// database under it (the table is dropped, so queries fail with an ERROR line), sends a GET and a
 /// POST (the POST's row goes through the grouped-insert workers) with known request ids, stops it and
