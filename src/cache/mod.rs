@@ -434,7 +434,7 @@ impl Cache {
             self.has_pending.store(true, Ordering::Release);
         }
         if let Err(e) = self.flush_pending().await {
-            tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: cache unreachable");
+            tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: the cache did not take it");
         }
     }
 

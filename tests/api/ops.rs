@@ -469,3 +469,63 @@ async fn every_log_line_of_a_request_carries_its_id_in_json_and_in_text() {
         }
     }
 }
+
+/// Issue 7: the cache needs Redis >= 7.0 (`SET … NX GET`). Against an older server aside says so once,
+/// at connect, and every read is a BYPASS without a command sent; readiness reports `degraded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_older_than_7_is_named_once_and_the_cache_stays_in_bypass() {
+    // Arrange: the real binary, embedded SQLite, and a server that reports redis_version 6.2.14.
+    let fake = crate::helpers::FakeRedis::start("6.2.14").await;
+    let db = std::env::temp_dir().join(format!("aside-old-redis-{}.db", uuid::Uuid::new_v4().simple()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = aside_bin()
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
+        .env("REDIS_URL", fake.url())
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_DRAIN_SECONDS", "0")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+
+    // Act
+    let created: Value = client
+        .post(format!("{url}/data"))
+        .json(&json!({"key": "old", "value": 1}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("record");
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let r = client.get(format!("{url}/data/{}", created["id"])).send().await.expect("get");
+        outcomes.push((r.status().as_u16(), header(r.headers(), "x-cache")));
+    }
+    let ready: Value = client.get(format!("{url}/ready")).send().await.expect("ready").json().await.expect("json");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(child.wait().expect("wait").success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    let _ = std::fs::remove_file(&db);
+
+    // Assert
+    assert_eq!(outcomes, vec![(200, "BYPASS".to_owned()); 3]);
+    assert_eq!(ready["checks"]["cache"], "degraded", "{ready}");
+    assert_eq!(fake.data_commands.load(std::sync::atomic::Ordering::SeqCst), 0, "no lookup was sent to it");
+    // Once, at connect, with the version; a deferred invalidation may repeat the reason in its `error`.
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains("\"redis_version\"")).collect();
+    assert_eq!(warnings.len(), 1, "said once:\n{out}");
+    assert!(warnings[0].contains("older than 7.0"), "{}", warnings[0]);
+    let line: Value = serde_json::from_str(warnings[0]).expect("JSON");
+    assert_eq!((line["level"].as_str(), line["redis_version"].as_str()), (Some("WARN"), Some("6.2.14")));
+}
