@@ -176,6 +176,20 @@ pub fn is_unavailable(e: &DbErr) -> bool {
     }
 }
 
+impl From<DbErr> for ApiError {
+    /// Connection trouble is 503, anything else 500; the full error goes to the log, never to the client.
+    /// Here, not in `error`, so the error layer stays below the database layer (no import circle).
+    fn from(e: DbErr) -> Self {
+        if is_unavailable(&e) {
+            tracing::warn!(error = ?e, "database unavailable");
+            Self::unavailable()
+        } else {
+            tracing::error!(error = ?e, "database error");
+            Self::internal()
+        }
+    }
+}
+
 /// The record queries, timed and counted.
 #[derive(Clone)]
 pub struct Store {
