@@ -9,7 +9,8 @@
 #   scripts/test.sh cache               # only tests whose name contains "cache"
 #   scripts/test.sh -- --nocapture      # (cargo test) arguments after -- go to the test binary
 #
-# Runs, in order: cargo fmt --check; cargo clippy --all-targets -- -D warnings;
+# Runs, in order: the throwaway services (so a missing one fails in seconds); cargo fmt --check;
+# cargo clippy --all-targets -- -D warnings;
 # cargo nextest run (or cargo test when cargo-nextest is not installed), with
 #   TEST_DATABASE_URL  superuser URL of the throwaway Postgres (tests CREATE DATABASE per test)
 #   TEST_REDIS_URL     URL of the throwaway Redis
@@ -38,7 +39,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/services.sh
 
 command -v cargo >/dev/null || {
-  echo "cargo not found: install Rust (https://rustup.rs)" >&2
+  echo "cargo not found: install rustup (https://rustup.rs); rust-toolchain.toml then picks the version" >&2
   exit 1
 }
 for component in rustfmt clippy; do
@@ -47,6 +48,14 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# Services first: a missing Postgres/Redis/PgBouncer (installed via apt as root, otherwise named with the
+# command that installs it) must stop the run before minutes of clippy build, not after.
+trap services_stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+services_start
+export TEST_DATABASE_URL TEST_REDIS_URL TEST_PGBOUNCER_URL REDIS_SERVER_BIN
 
 runner="${TEST_RUNNER:-}"
 if [[ -z "$runner" ]]; then
@@ -59,12 +68,6 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
   log "cargo clippy --all-targets -- -D warnings"
   cargo clippy --all-targets -- -D warnings
 fi
-
-trap services_stop EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-services_start
-export TEST_DATABASE_URL TEST_REDIS_URL TEST_PGBOUNCER_URL REDIS_SERVER_BIN
 
 if [[ "$runner" == nextest ]]; then
   log "cargo nextest run $*"

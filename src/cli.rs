@@ -96,7 +96,7 @@ async fn serve(config: Config) -> Result<(), String> {
         if config.bind_addr.ip().is_unspecified() { "localhost".into() } else { config.bind_addr.ip().to_string() };
     let base = format!("http://{host}:{}", app.port());
     tracing::info!(swagger_ui = %format!("{base}/docs"), openapi = %format!("{base}/openapi.json"), "listening");
-    if config.log_format == crate::config::LogFormat::Json {
+    if config.log_format.for_this_stdout() == crate::config::LogFormat::Json {
         // The one line a person running `cargo run` looks for, outside the JSON stream.
         eprintln!("aside listening on {base} — Swagger UI: {base}/docs");
     }

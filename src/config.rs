@@ -24,6 +24,8 @@ pub enum DatabasePooler {
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Text when stdout is a terminal, JSON otherwise (`logging::init` decides).
+    Auto,
     Json,
     Text,
 }
@@ -99,7 +101,7 @@ pub const ENV_HELP: &[(&str, &str, &str)] = &[
     ("API_TOKEN", "(unset: writes open)", "bearer token required for POST/PUT/DELETE"),
     ("SHUTDOWN_DRAIN_SECONDS", "5", "after SIGTERM: /ready fails at once, serving continues this long"),
     ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
-    ("LOG_FORMAT", "json", "json or text"),
+    ("LOG_FORMAT", "auto", "auto (text on a terminal, else json), json or text"),
     ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
 ];
 
@@ -172,9 +174,10 @@ impl Config {
         let shutdown_drain = Duration::from_secs(parse_num(&get, "SHUTDOWN_DRAIN_SECONDS", 5, 0, 300)?);
         let max_body_bytes = parse_num(&get, "MAX_BODY_BYTES", 1_048_576, 64, 256 * 1_048_576)? as usize;
         let log_format = match get("LOG_FORMAT").as_deref() {
-            None | Some("json") => LogFormat::Json,
+            None | Some("auto") => LogFormat::Auto,
+            Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
-            Some(other) => return Err(bad("LOG_FORMAT", format!("`{other}` is not json or text"))),
+            Some(other) => return Err(bad("LOG_FORMAT", format!("`{other}` is not auto, json or text"))),
         };
 
         Ok(Self {

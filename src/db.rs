@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     config::{Config, DatabaseKind, DatabasePooler},
     error::ApiError,
+    logging::{self, in_request, in_request_async},
     metrics::Metrics,
     pooler,
 };
@@ -175,6 +176,20 @@ pub fn is_unavailable(e: &DbErr) -> bool {
     }
 }
 
+impl From<DbErr> for ApiError {
+    /// Connection trouble is 503, anything else 500; the full error goes to the log, never to the client.
+    /// Here, not in `error`, so the error layer stays below the database layer (no import circle).
+    fn from(e: DbErr) -> Self {
+        if is_unavailable(&e) {
+            tracing::warn!(error = ?e, "database unavailable");
+            Self::unavailable()
+        } else {
+            tracing::error!(error = ?e, "database error");
+            Self::internal()
+        }
+    }
+}
+
 /// The record queries, timed and counted.
 #[derive(Clone)]
 pub struct Store {
@@ -190,6 +205,8 @@ struct QueuedInsert {
     key: String,
     value: Value,
     reply: oneshot::Sender<Result<record::Model, ApiError>>,
+    /// The POST's request id: a worker logs what it does for this row under it.
+    request_id: Option<Arc<str>>,
 }
 
 /// Insert statements in flight at once; each carries up to `MAX_BATCH` rows.
@@ -308,7 +325,8 @@ impl Store {
         // write task (which the batching path keeps small).
         let Some(queue) = &self.inserts else { return Box::pin(self.insert_one(key, value)).await };
         let (reply, outcome) = oneshot::channel();
-        if queue.send(QueuedInsert { key, value, reply }).await.is_err() {
+        let request_id = logging::current_request_id();
+        if queue.send(QueuedInsert { key, value, reply, request_id }).await.is_err() {
             tracing::error!("insert workers are gone");
             return Err(ApiError::internal());
         }
@@ -353,7 +371,8 @@ impl Store {
     async fn insert_batch(&self, batch: Vec<QueuedInsert>) {
         if batch.len() == 1 {
             for q in batch {
-                let _ = q.reply.send(self.insert_one(q.key, q.value).await);
+                let one = in_request_async(q.request_id.as_ref(), self.insert_one(q.key, q.value)).await;
+                let _ = q.reply.send(one);
             }
             return;
         }
@@ -390,16 +409,26 @@ impl Store {
                     let _ = q.reply.send(by_key.remove(&q.key).ok_or_else(ApiError::key_exists));
                 }
             }
+            // One line per request, each under its id: the batch is an implementation detail, and a
+            // request's log trail must show why it failed (contract: request id in every line).
             Err(e) if is_unavailable(&e) => {
-                let err = ApiError::from(e);
                 for q in first {
-                    let _ = q.reply.send(Err(err.clone()));
+                    let err = in_request(q.request_id.as_ref(), || {
+                        tracing::warn!(error = ?e, "database unavailable");
+                        ApiError::unavailable()
+                    });
+                    let _ = q.reply.send(Err(err));
                 }
             }
             Err(e) => {
-                tracing::warn!(error = ?e, rows = first.len(), "batch insert failed; inserting row by row");
+                let rows = first.len();
                 for q in first {
-                    let _ = q.reply.send(self.insert_one(q.key, q.value).await);
+                    let one = in_request_async(q.request_id.as_ref(), async {
+                        tracing::warn!(error = ?e, rows, "batch insert failed; inserting row by row");
+                        self.insert_one(q.key, q.value).await
+                    })
+                    .await;
+                    let _ = q.reply.send(one);
                 }
             }
         }
@@ -457,7 +486,7 @@ mod tests {
         let (mut batch, mut outcomes) = (Vec::new(), Vec::new());
         for key in ["a", "taken", "b", "a"] {
             let (reply, outcome) = oneshot::channel();
-            batch.push(QueuedInsert { key: key.into(), value: json!({ "k": key }), reply });
+            batch.push(QueuedInsert { key: key.into(), value: json!({ "k": key }), reply, request_id: None });
             outcomes.push(outcome);
         }
         store.insert_batch(batch).await;

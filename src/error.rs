@@ -1,6 +1,7 @@
 //! RFC 9457 problem details (contract: "Errors"). `ApiError` is what handlers return; `to_problem` is
 //! the edge converter that turns every framework error (bad JSON, bad id, unknown route, 405, 413, 415)
-//! into the same problem+json shape, so no plain-text body ever leaves the service.
+//! into the same problem+json shape, so no plain-text body ever leaves the service. The bottom layer:
+//! it names no other module; what a database error means to a client is decided in `db`.
 
 use poem::{
     PathPattern, Response,
@@ -117,19 +118,6 @@ impl ApiError {
     }
 }
 
-impl From<sea_orm::DbErr> for ApiError {
-    /// Connection trouble is 503, anything else 500; the full error goes to the log, never to the client.
-    fn from(e: sea_orm::DbErr) -> Self {
-        if crate::db::is_unavailable(&e) {
-            tracing::warn!(error = ?e, "database unavailable");
-            Self::unavailable()
-        } else {
-            tracing::error!(error = ?e, "database error");
-            Self::internal()
-        }
-    }
-}
-
 /// Edge converter for `catch_all_error`: our own `ApiError` responses pass through; every framework
 /// error becomes a problem with a status-appropriate, sanitized detail.
 pub async fn to_problem(err: poem::Error) -> Response {
@@ -166,6 +154,15 @@ fn framework_detail(err: &poem::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bottom layer names no other module of the crate: `db`, `metrics`, `cache` and `api` all
+    /// import `ApiError`, so any import back from here would close a circle (issue 7).
+    #[test]
+    fn the_error_layer_imports_no_other_module() {
+        let needle = concat!("crate", "::");
+        let code = include_str!("error.rs").lines().filter(|l| !l.trim_start().starts_with("//"));
+        assert_eq!(code.filter(|l| l.contains(needle)).collect::<Vec<_>>(), Vec::<&str>::new());
+    }
 
     #[test]
     fn problem_uses_the_status_phrase_as_title() {

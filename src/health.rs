@@ -125,8 +125,10 @@ impl OpsApi {
     async fn ready(&self) -> ReadyResponse {
         let draining = self.draining.load(Ordering::Acquire);
         let db_ok = self.store.ping().await;
-        let checks =
-            ReadyChecks { database: if db_ok { "ok" } else { "error" }.into(), cache: self.cache.status().into() };
+        let checks = ReadyChecks {
+            database: if db_ok { "ok" } else { "error" }.into(),
+            cache: self.cache.status().await.into(),
+        };
         if db_ok && !draining {
             return ReadyResponse::Ready(Json(Ready { status: "ready".into(), checks }));
         }

@@ -1,13 +1,16 @@
 //! Structured logs to stdout (contract: "Configuration" `LOG_FORMAT`/`RUST_LOG`, "Headers": the request
 //! id in every log line of a request). One JSON object per line, written by a small formatter of our
-//! own: the request id comes from a task-local set by the `Observe` middleware, so no tracing span is
-//! created per request (tracing-subscriber's JSON span support re-parses span fields on every event —
-//! about 8 % of a cache hit's CPU when we profiled it). Lines are batched before they reach stdout.
+//! own, or tracing-subscriber's human-readable line with `request_id=…` appended (`LOG_FORMAT=auto`
+//! picks text on a terminal, JSON otherwise). The request id comes from a task-local set by the
+//! `Observe` middleware, so no tracing span is created per request (tracing-subscriber's JSON span
+//! support re-parses span fields on every event — about 8 % of a cache hit's CPU when we profiled it);
+//! work done for a request in another task re-enters it with `with_request_id`/`in_request`. Lines are
+//! batched before they reach stdout.
 
 use std::{
     fmt::{self, Write as _},
     future::Future,
-    io::Write,
+    io::{IsTerminal, Write},
     sync::{Arc, Mutex},
 };
 
@@ -15,7 +18,10 @@ use chrono::Utc;
 use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{
     EnvFilter,
-    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    fmt::{
+        FmtContext, FormatEvent, FormatFields,
+        format::{Format, Writer},
+    },
     registry::LookupSpan,
 };
 
@@ -35,14 +41,50 @@ pub fn current_request_id() -> Option<Arc<str>> {
     REQUEST_ID.try_with(Arc::clone).ok()
 }
 
+/// Runs `f` with `id` (when there is one) as the request id of every line it logs: for work another
+/// task does on a request's behalf, such as the grouped-insert workers.
+pub fn in_request<R>(id: Option<&Arc<str>>, f: impl FnOnce() -> R) -> R {
+    match id {
+        Some(id) => REQUEST_ID.sync_scope(id.clone(), f),
+        None => f(),
+    }
+}
+
+/// The async form of `in_request`.
+pub async fn in_request_async<F: Future>(id: Option<&Arc<str>>, fut: F) -> F::Output {
+    match id {
+        Some(id) => REQUEST_ID.scope(id.clone(), fut).await,
+        None => fut.await,
+    }
+}
+
+impl LogFormat {
+    /// `auto` becomes text on a terminal (a person is reading) and JSON otherwise (a collector is).
+    pub fn resolve(self, stdout_is_terminal: bool) -> LogFormat {
+        match self {
+            LogFormat::Auto if stdout_is_terminal => LogFormat::Text,
+            LogFormat::Auto => LogFormat::Json,
+            other => other,
+        }
+    }
+
+    /// The format this process writes in: `auto` resolved against the real stdout.
+    pub fn for_this_stdout(self) -> LogFormat {
+        self.resolve(std::io::stdout().is_terminal())
+    }
+}
+
 /// Installs the global subscriber; later calls (tests) are no-ops. Keep the returned guard alive until
 /// exit: dropping it flushes the log buffer.
 pub fn init(format: LogFormat) -> Option<LogFlushGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| BatchedStdout);
+    let format = format.for_this_stdout();
     let installed = match format {
         LogFormat::Json => builder.event_format(JsonLine).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text | LogFormat::Auto => {
+            builder.with_ansi(false).event_format(TextLine(Format::default())).try_init()
+        }
     };
     installed.ok()?;
     JSON_ACCESS_LOG.store(format == LogFormat::Json, std::sync::atomic::Ordering::Relaxed);
@@ -102,6 +144,28 @@ fn push_line_start(line: &mut String, level: &str, target: &str) {
     line.push_str(level);
     line.push_str("\",\"target\":");
     push_json_str(line, target);
+}
+
+/// tracing-subscriber's default text line, plus ` request_id="…"` when the event runs for a request and
+/// does not name one itself (the access line does).
+struct TextLine(Format);
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let id = if event.fields().any(|f| f.name() == "request_id") { None } else { current_request_id() };
+        let Some(id) = id else { return self.0.format_event(ctx, w, event) };
+        // No ANSI colours: a String writer says it has none, and log files should not carry them.
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        line.truncate(line.trim_end_matches('\n').len());
+        // Quoted like the formatter's own string fields (the access line's `request_id="…"`); ids are
+        // `[A-Za-z0-9._-]` (telemetry.rs checks client ids), so nothing inside needs escaping.
+        writeln!(w, "{line} request_id=\"{id}\"")
+    }
 }
 
 /// `{"timestamp":…,"level":…,"target":…,"request_id":…,<fields>…,"message":…}`.
@@ -279,6 +343,14 @@ impl Drop for LogFlushGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_is_text_on_a_terminal_and_json_otherwise() {
+        assert_eq!(LogFormat::Auto.resolve(true), LogFormat::Text);
+        assert_eq!(LogFormat::Auto.resolve(false), LogFormat::Json);
+        assert_eq!(LogFormat::Json.resolve(true), LogFormat::Json);
+        assert_eq!(LogFormat::Text.resolve(false), LogFormat::Text);
+    }
 
     #[test]
     fn strings_are_escaped_as_json() {

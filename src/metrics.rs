@@ -10,8 +10,10 @@ use opentelemetry::{
     metrics::{Counter, Histogram, MeterProvider as _},
 };
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use poem::{IntoResponse, Response, handler, http::StatusCode, web::Data};
+use poem::{Response, handler, http::StatusCode, web::Data};
 use prometheus::{Encoder, TextEncoder};
+
+use crate::error::Problem;
 
 /// Histogram buckets in seconds, fine-grained below a millisecond where cache hits live.
 const LATENCY_BUCKETS: &[f64] =
@@ -125,11 +127,37 @@ impl Metrics {
         self.0.records_created.add(1, &[]);
     }
 
+    /// Test hook: registers a collector whose family has no name, so the real encoder fails on every
+    /// later scrape (how `/metrics` answers an encoding failure is part of the contract).
+    #[doc(hidden)]
+    pub fn break_encoding(&self) -> Result<(), prometheus::Error> {
+        self.0.registry.register(Box::new(Unencodable(prometheus::core::Desc::new(
+            "aside_unencodable".into(),
+            "a family the text encoder refuses".into(),
+            vec![],
+            Default::default(),
+        )?)))
+    }
+
     /// The Prometheus text exposition of every instrument.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut buf = Vec::with_capacity(8 * 1024);
         TextEncoder::new().encode(&self.0.registry.gather(), &mut buf)?;
         Ok(buf)
+    }
+}
+
+struct Unencodable(prometheus::core::Desc);
+
+impl prometheus::core::Collector for Unencodable {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.0]
+    }
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        // One metric (so `gather` keeps the family) and no name (so `encode` rejects it).
+        let mut family = prometheus::proto::MetricFamily::default();
+        family.mut_metric().push(prometheus::proto::Metric::default());
+        vec![family]
     }
 }
 
@@ -140,7 +168,11 @@ pub fn metrics_endpoint(metrics: Data<&Metrics>) -> Response {
         Ok(body) => Response::builder().content_type(TextEncoder::new().format_type()).body(body),
         Err(e) => {
             tracing::error!(error = %e, "metrics encoding failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics could not be encoded; the server log has details under this request's X-Request-ID",
+            )
+            .into_response()
         }
     }
 }
@@ -188,5 +220,12 @@ mod tests {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
         assert!(!text.contains("_total_total") && !text.contains("otel_scope"), "{text}");
+    }
+
+    #[test]
+    fn the_encoding_hook_makes_the_real_encoder_fail() {
+        let m = Metrics::new().expect("metrics");
+        m.break_encoding().expect("registered");
+        assert!(m.render().is_err());
     }
 }

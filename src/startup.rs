@@ -57,6 +57,7 @@ pub struct App {
     drain: Duration,
     stop: Arc<Notify>,
     cache: Arc<Cache>,
+    metrics: Metrics,
     db: DatabaseConnection,
     statements: &'static str,
     metrics_listener: Option<(TcpAcceptor, BoxEndpoint<'static>)>,
@@ -116,16 +117,19 @@ impl App {
                     .into_acceptor()
                     .await
                     .map_err(|source| StartupError::Bind { addr, source })?;
+                // The same edge as the API port: request ids, problem+json errors, measured and logged.
+                let observe = observe.clone();
                 let ep = Route::new()
                     .at("/metrics", get(metrics::metrics_endpoint))
                     .data(metrics.clone())
                     .catch_all_error(error::to_problem)
+                    .around(move |ep, req| observe.clone().call(ep, req))
                     .boxed();
                 Some((acceptor, ep))
             }
         };
         let endpoint = routes
-            .data(metrics)
+            .data(metrics.clone())
             .around(move |ep, req| guard.clone().call(ep, req))
             .catch_all_error(error::to_problem)
             .around(move |ep, req| hot.clone().call(ep, req))
@@ -145,6 +149,7 @@ impl App {
             drain: config.shutdown_drain,
             stop: Arc::new(Notify::new()),
             cache,
+            metrics,
             db,
             statements: statements_name,
             metrics_listener,
@@ -169,6 +174,11 @@ impl App {
     #[doc(hidden)]
     pub fn cache(&self) -> Arc<Cache> {
         self.cache.clone()
+    }
+
+    #[doc(hidden)]
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     #[doc(hidden)]

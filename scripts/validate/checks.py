@@ -456,15 +456,18 @@ def check_budget(path):
         by.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in by.get("HorizontalPodAutoscaler", {}).values()}
 
-    def pod_req(spec):
+    def pod_res(spec, kind="requests"):
         tot = {"cpu": 0.0, "memory": 0.0}
         for c in spec.get("containers") or []:
             for r in tot:
-                tot[r] += parse_qty(((c.get("resources") or {}).get("requests") or {}).get(r, 0))
+                tot[r] += parse_qty(((c.get("resources") or {}).get(kind) or {}).get(r, 0))
         for c in spec.get("initContainers") or []:  # init containers run alone: the pod needs the max
             for r in tot:
-                tot[r] = max(tot[r], parse_qty(((c.get("resources") or {}).get("requests") or {}).get(r, 0)))
+                tot[r] = max(tot[r], parse_qty(((c.get("resources") or {}).get(kind) or {}).get(r, 0)))
         return tot
+
+    def pod_req(spec):
+        return pod_res(spec) | {"limits": pod_res(spec, "limits")}
 
     rows, disk = [], 0.0
     for w in (o for o in objs if o["kind"] in ("Deployment", "StatefulSet")):
@@ -497,8 +500,10 @@ def check_budget(path):
     cap = {"cpu": parse_qty(budget["node"]["cpu"]), "memory": parse_qty(budget["node"]["memory"])}
     sysr = {"cpu": parse_qty(budget["system"]["cpu"]), "memory": parse_qty(budget["system"]["memory"])}
 
-    def total(rs, use_max=False):
-        return {r: sum(row[3][r] * (row[2] if use_max else row[1]) for row in rs) for r in ("cpu", "memory")}
+    def total(rs, use_max=False, kind=None):
+        def per_pod(row):
+            return row[3]["limits"] if kind == "limits" else row[3]
+        return {r: sum(per_pod(row)[r] * (row[2] if use_max else row[1]) for row in rs) for r in ("cpu", "memory")}
 
     print("budget: requests per workload (pods x per-pod request)")
     for name, n, _, req, note in rows + argo:
@@ -518,6 +523,34 @@ def check_budget(path):
         for r in ("cpu", "memory"):
             if t[r] > cap[r]:
                 rep.add(f"{label}: {r} requests {t[r]:.3g} exceed the node's {cap[r]:.3g}")
+    # Limits may overcommit the node, but only where overcommitting is safe: CPU above its limit is
+    # throttled, never killed, so CPU limits may sum past the node; memory cannot be taken back, so the
+    # memory limits of everything that can run at once (Argo CD, HPA max + surge, k3s system) must fit.
+    lim_app_max, lim_argo = total(rows, True, "limits"), total(argo, kind="limits")
+    unlimited = [row[0] for row in rows + argo if not row[3]["limits"]["memory"]]
+    for name in unlimited:
+        rep.add(f"{name}: no memory limit (the limits sum below would be a lie)")
+    lim = {r: lim_app_max[r] + lim_argo[r] + sysr[r] for r in ("cpu", "memory")}
+    allowed = parse_qty(budget.get("limits_overcommit", {}).get("memory", 0))
+    print("budget: limits per workload (pods at HPA max + surge x per-pod limit)")
+    for name, _, n_max, req, note in rows + argo:
+        print(f"  {name:48s} {n_max:2d} pod(s){'':29s} cpu {req['limits']['cpu'] * n_max * 1000:6.0f}m  "
+              f"mem {req['limits']['memory'] * n_max / 2**20:6.0f}Mi")
+    stack_lim = {r: lim_app_max[r] + sysr[r] for r in ("cpu", "memory")}
+    print(f"  TOTAL {'limits: stack at HPA max + surge':44s} cpu {stack_lim['cpu'] * 1000:5.0f}m  "
+          f"mem {stack_lim['memory'] / 2**20:5.0f}Mi of {cap['memory'] / 2**20:.0f}Mi")
+    print(f"  TOTAL {'limits: stack + Argo CD at HPA max + surge':44s} cpu {lim['cpu'] * 1000:5.0f}m of "
+          f"{cap['cpu'] * 1000:.0f}m (throttled, may overcommit)  mem {lim['memory'] / 2**20:5.0f}Mi of "
+          f"{cap['memory'] / 2**20:.0f}Mi (allowed: node + {allowed / 2**20:.0f}Mi limits_overcommit; k3s system at its requests)")
+    if lim["memory"] > cap["memory"] + allowed:
+        rep.add(f"memory limits {lim['memory'] / 2**20:.0f}Mi exceed the node's {cap['memory'] / 2**20:.0f}Mi by more "
+                f"than the {allowed / 2**20:.0f}Mi ops/budget.yaml allows (limits_overcommit, see docs/delivery.md)")
+    # Every image the stack runs has a size line (the figures themselves are estimates: see budget.yaml).
+    used = {c["image"] for w in objs if w["kind"] in WORKLOADS and w["kind"] != "Pod"
+            for c in (pod_spec(w).get("containers") or []) + (pod_spec(w).get("initContainers") or [])}
+    for image in sorted(used):
+        if image not in budget["images"] and image.split(":")[0] not in budget["images"]:
+            rep.add(f"image {image} has no size line in ops/budget.yaml images")
     d = disk + img + argo_img
     print(f"  TOTAL disk: volumes {disk / 1e9:.2f}G + images {img / 1e9:.2f}G + Argo CD images {argo_img / 1e9:.2f}G "
           f"= {d / 1e9:.2f}G of {parse_qty(budget['node']['disk']) / 1e9:.0f}G (image sizes are estimates, ops/budget.yaml)")

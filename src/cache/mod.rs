@@ -142,6 +142,12 @@ impl Backend {
             }
         }
     }
+    async fn ping(&self) -> Result<(), CacheError> {
+        match self {
+            Self::Redis(s) => s.ping().await,
+            Self::Memory(_) => Ok(()),
+        }
+    }
 }
 
 /// Invalidations a write could not deliver (contract: "A write that cannot reach Redis").
@@ -187,6 +193,9 @@ pub struct Cache {
     metrics: Metrics,
     pending: Mutex<Pending>,
     has_pending: AtomicBool,
+    /// Set by every failed cache command, cleared by the next one that succeeds: `/ready` reports
+    /// `degraded` from the first failure on, not only once the client's connection flag catches up.
+    failing: AtomicBool,
     flights: Mutex<HashMap<(EntryKey, Token), Flight>>,
     followers: AtomicUsize,
     fill_hook: Option<crate::config::FillHook>,
@@ -206,6 +215,7 @@ impl Cache {
             metrics,
             pending: Mutex::default(),
             has_pending: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             flights: Mutex::default(),
             followers: AtomicUsize::new(0),
             fill_hook: config.fill_hook.clone(),
@@ -227,13 +237,35 @@ impl Cache {
     }
 
     /// `ok`, `degraded` (Redis unreachable) or `disabled` (`CACHE_ENABLED=false`), for `/ready`.
-    pub fn status(&self) -> &'static str {
+    /// Degraded from the first failed command until one succeeds; while failing, `/ready` itself tries
+    /// a PING, so an idle replica does not stay `degraded` after Redis is back.
+    pub async fn status(&self) -> &'static str {
         if !self.enabled {
             return "disabled";
         }
-        match &self.backend {
-            Backend::Redis(s) if !s.is_connected() => "degraded",
-            _ => "ok",
+        if let Backend::Redis(s) = &self.backend
+            && !s.is_connected()
+        {
+            return "degraded";
+        }
+        if self.failing.load(Ordering::Acquire) {
+            match self.backend.ping().await {
+                Ok(()) => self.command_succeeded(),
+                Err(_) => return "degraded",
+            }
+        }
+        "ok"
+    }
+
+    fn command_failed(&self) {
+        self.failing.store(true, Ordering::Release);
+        self.metrics.cache_error();
+    }
+
+    fn command_succeeded(&self) {
+        // Load first: a cache hit then only reads the shared flag, never writes its cache line.
+        if self.failing.load(Ordering::Relaxed) {
+            self.failing.store(false, Ordering::Release);
         }
     }
 
@@ -298,10 +330,11 @@ impl Cache {
             Ok(found) => found,
             Err(e) => {
                 tracing::debug!(error = %e.0, "cache lookup failed; reading the database");
-                self.metrics.cache_error();
+                self.command_failed();
                 return Box::pin(self.bypass(load)).await;
             }
         };
+        self.command_succeeded();
         if let Some(hit) = entry.and_then(|e| decode_entry(&e, &token)) {
             self.metrics.cache_lookup(CacheOutcome::Hit.label());
             return Ok(Some((hit, CacheOutcome::Hit)));
@@ -374,12 +407,15 @@ impl Cache {
         entry.extend_from_slice(b"\n");
         entry.extend_from_slice(&fresh.body);
         match self.backend.fill(tok_key, token, entry_key, entry.freeze()).await {
-            Ok(true) => {}
+            Ok(true) => self.command_succeeded(),
             // A write replaced the token while we read the database: our bytes may be older than it.
-            Ok(false) => tracing::debug!(entry_key, "fill skipped: token changed during the miss"),
+            Ok(false) => {
+                self.command_succeeded();
+                tracing::debug!(entry_key, "fill skipped: token changed during the miss");
+            }
             Err(e) => {
                 tracing::debug!(error = %e.0, "cache fill failed");
-                self.metrics.cache_error();
+                self.command_failed();
             }
         }
     }
@@ -398,7 +434,7 @@ impl Cache {
             self.has_pending.store(true, Ordering::Release);
         }
         if let Err(e) = self.flush_pending().await {
-            tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: cache unreachable");
+            tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: the cache did not take it");
         }
     }
 
@@ -422,9 +458,10 @@ impl Cache {
             return Ok(());
         }
         if let Err(e) = self.backend.replace_tokens(&tok_keys, &dead).await {
-            self.metrics.cache_error();
+            self.command_failed();
             return Err(e);
         }
+        self.command_succeeded();
         self.metrics.cache_invalidations(tok_keys.len() as u64);
         // Clear only what this flush delivered: a write that added to `pending` meanwhile stays pending.
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());

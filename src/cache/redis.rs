@@ -1,14 +1,18 @@
 //! The Redis store (fred). Every command has a deadline (`CACHE_TIMEOUT_MS`) and fails at once while
 //! the client knows it is disconnected, so a dead Redis costs a request milliseconds, not a hang
 //! (fred's defaults set no command timeout, and a client whose first connect failed hangs every later
-//! command). The pool reconnects on its own.
+//! command). The pool reconnects on its own. The lookup needs Redis 7.0 (`SET … NX GET`): against an
+//! older server the store refuses every lookup, so the cache stays in BYPASS, and says why once.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use fred::{
     prelude::*,
-    types::{Expiration, SetOptions, config::Options, scripts::Script},
+    types::{Expiration, SetOptions, Version, config::Options, scripts::Script},
 };
 
 use super::{CacheError, Token};
@@ -38,6 +42,14 @@ pub(super) struct RedisStore {
     timeout: Duration,
     fast: Options,
     fill_script: Script,
+    /// The server is older than 7.0: lookups are refused without a round trip.
+    too_old: AtomicBool,
+    warned_too_old: AtomicBool,
+}
+
+/// The lookup's atomic token creation is `SET key value NX GET`, which Redis accepts from 7.0 on.
+pub(super) fn supports_set_nx_get(version: &Version) -> bool {
+    version.major >= 7
 }
 
 impl RedisStore {
@@ -69,11 +81,52 @@ impl RedisStore {
             tracing::warn!("Redis not reachable at start-up; serving from the database until it is");
         }
         let fast = Options { fail_fast: true, timeout: Some(timeout), max_attempts: Some(1), ..Default::default() };
-        Ok(Self { pool, ttl, timeout, fast, fill_script: Script::from_lua(FILL_IF_TOKEN) })
+        let store = Self {
+            pool,
+            ttl,
+            timeout,
+            fast,
+            fill_script: Script::from_lua(FILL_IF_TOKEN),
+            too_old: AtomicBool::new(false),
+            warned_too_old: AtomicBool::new(false),
+        };
+        store.check_version();
+        Ok(store)
+    }
+
+    /// Reads the version fred cached at connect (its INFO) and refuses lookups below 7.0, warning once.
+    /// Runs at start-up, whenever a lookup fails and when readiness probes a failing cache, so a server
+    /// that connects late, or is replaced by a newer one, is noticed without a command per hit.
+    fn check_version(&self) {
+        let Some(version) = self.pool.next().server_version() else { return };
+        let too_old = !supports_set_nx_get(&version);
+        self.too_old.store(too_old, Ordering::Release);
+        if too_old && !self.warned_too_old.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                redis_version = %version,
+                "Redis {version} is older than 7.0, which the cache needs (SET … NX GET): every read bypasses \
+                 the cache and goes to the database (X-Cache: BYPASS) until Redis is upgraded"
+            );
+        }
     }
 
     pub(super) fn is_connected(&self) -> bool {
         self.pool.is_connected()
+    }
+
+    /// One PING within the cache budget (readiness asks while commands are failing); an unusable
+    /// (too old) server fails it too.
+    pub(super) async fn ping(&self) -> Result<(), CacheError> {
+        let () = self.pool.next().with_options(&self.fast).ping(None).await?;
+        self.check_version();
+        self.usable()
+    }
+
+    fn usable(&self) -> Result<(), CacheError> {
+        if self.too_old.load(Ordering::Relaxed) {
+            return Err(CacheError("Redis is older than 7.0; the cache needs SET … NX GET".into()));
+        }
+        Ok(())
     }
 
     /// Caps a command with the cache budget even if the client's own timeout does not fire.
@@ -90,6 +143,21 @@ impl RedisStore {
     /// One round trip for the token and the entry; a second (atomic `SET NX GET`) only when the token
     /// is missing, so two readers racing to create it end up with the same one (DESIGN.md §2, trap 3).
     pub(super) async fn lookup(
+        &self,
+        tok_key: &str,
+        entry_key: &str,
+        new_token: fn() -> Token,
+    ) -> Result<(Token, Option<Bytes>), CacheError> {
+        self.usable()?;
+        let looked_up = self.lookup_on_server(tok_key, entry_key, new_token).await;
+        if looked_up.is_err() {
+            // Rare path: was it a server too old for SET … NX GET that connected after start-up?
+            self.check_version();
+        }
+        looked_up
+    }
+
+    async fn lookup_on_server(
         &self,
         tok_key: &str,
         entry_key: &str,
@@ -119,6 +187,7 @@ impl RedisStore {
         entry_key: &str,
         entry: Bytes,
     ) -> Result<bool, CacheError> {
+        self.usable()?;
         let client = self.pool.next();
         if !client.is_connected() {
             return Err(CacheError("cache disconnected".into()));
@@ -138,6 +207,7 @@ impl RedisStore {
         dead_entries: &[String],
         new_token: fn() -> Token,
     ) -> Result<(), CacheError> {
+        self.usable()?;
         let client = self.pool.next();
         if !client.is_connected() {
             return Err(CacheError("cache disconnected".into()));
@@ -152,5 +222,20 @@ impl RedisStore {
         }
         let _: Vec<Value> = self.bounded(pipe.all()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_redis_7_and_later_can_serve_the_lookup() {
+        for (v, ok) in
+            [("6.2.14", false), ("6.0.0", false), ("5.0.7", false), ("7.0.0", true), ("7.4.2", true), ("8.0.1", true)]
+        {
+            let version = Version::parse(v).expect("semver");
+            assert_eq!(supports_set_nx_get(&version), ok, "{v}");
+        }
     }
 }

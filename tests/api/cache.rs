@@ -319,6 +319,37 @@ async fn redis_killed_mid_test_gives_bypass_fast_then_hits_again_when_it_returns
     assert_eq!(app.get_json("/ready").await["checks"]["cache"], "ok");
 }
 
+/// Issue 7: `/ready` used to read fred's connection flag, which lags the first failed command by
+/// about half a second after a SIGKILL; it must say `degraded` as soon as a command has failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_degraded_from_the_first_failed_cache_command_until_one_succeeds() {
+    // Arrange
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(|c| c.redis_url = Some(url)).await;
+    let rec = app.create("ready-truth", json!(1)).await;
+    let id = rec["id"].as_i64().expect("id");
+    eventually(Duration::from_secs(5), || async { x_cache(&app.get_data(id).await) == "HIT" })
+        .await
+        .expect("HIT while Redis is up");
+    assert_eq!(app.get_json("/ready").await["checks"]["cache"], "ok");
+
+    // Act: SIGKILL, then at once one read and one readiness probe (no waiting in between).
+    redis.kill();
+    let r = app.get_data(id).await;
+    let ready = app.get_json("/ready").await;
+
+    // Assert
+    assert_eq!(x_cache(&r), "BYPASS");
+    assert_eq!(ready["checks"]["cache"], "degraded", "the GET already failed its cache command: {ready}");
+    assert_eq!(app.get_json("/ready").await["checks"]["cache"], "degraded", "still failing");
+    // Back without any data traffic: readiness' own probe is the command that succeeds.
+    redis.restart().await;
+    let back =
+        eventually(Duration::from_secs(5), || async { app.get_json("/ready").await["checks"]["cache"] == "ok" }).await;
+    assert!(back.is_some(), "`ok` again once a cache command succeeds");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_and_deletes_succeed_while_redis_is_down_and_bypasses_are_counted() {
     let mut redis = OwnRedis::start().await;

@@ -47,6 +47,7 @@ pub struct TestApp {
     pub client: Client,
     pub config: Config,
     pub cache: Arc<Cache>,
+    pub metrics: aside::metrics::Metrics,
     pub db: DatabaseConnection,
     /// How the app sends its database statements: `prepared` or `inline`.
     pub statements: &'static str,
@@ -139,7 +140,8 @@ pub async fn start(config: Config) -> TestApp {
     let app = App::build(config.clone()).await.expect("app builds");
     let port = app.port();
     let metrics_port = app.metrics_port();
-    let (cache, db, stop, statements) = (app.cache(), app.db(), app.stop_handle(), app.statements());
+    let (cache, metrics, db) = (app.cache(), app.metrics(), app.db());
+    let (stop, statements) = (app.stop_handle(), app.statements());
     let pgbouncer = std::env::var("TEST_PGBOUNCER_URL").ok().and_then(|u| Some(format!("{}/", u.rsplit_once('/')?.0)));
     if pgbouncer.is_some_and(|base| config.database_url.starts_with(&base))
         && config.database_pooler == aside::config::DatabasePooler::Auto
@@ -155,6 +157,7 @@ pub async fn start(config: Config) -> TestApp {
         client: Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         config,
         cache,
+        metrics,
         db,
         statements,
         stop,
@@ -455,4 +458,62 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// A server that speaks just enough RESP2 to pass fred's connection set-up while reporting an old
+/// `redis_version` (the real redis-server here is newer): PING, CLIENT ID and INFO are answered, any
+/// other command gets `-ERR` and is counted.
+pub struct FakeRedis {
+    pub port: u16,
+    pub data_commands: Arc<std::sync::atomic::AtomicUsize>,
+    _accept: JoinHandle<()>,
+}
+
+impl FakeRedis {
+    pub async fn start(version: &'static str) -> FakeRedis {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("fake redis bind");
+        let port = listener.local_addr().expect("addr").port();
+        let data_commands = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = data_commands.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(fake_redis_conn(conn, version, counter.clone()));
+            }
+        });
+        FakeRedis { port, data_commands, _accept: accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+async fn fake_redis_conn(conn: TcpStream, version: &'static str, data_commands: Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncBufReadExt;
+    let (read, mut write) = conn.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    // A command is `*<n>` then n times `$<len>` + the argument; only the command name matters here.
+    while let Ok(Some(head)) = lines.next_line().await {
+        let Some(n) = head.strip_prefix('*').and_then(|n| n.parse::<usize>().ok()) else { return };
+        let mut args = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (Ok(Some(_len)), Ok(Some(arg))) = (lines.next_line().await, lines.next_line().await) else { return };
+            args.push(arg.to_ascii_uppercase());
+        }
+        let reply = match args.first().map(String::as_str) {
+            Some("PING") => "+PONG\r\n".to_owned(),
+            Some("CLIENT") => ":1\r\n".to_owned(),
+            Some("INFO") => {
+                let info = format!("# Server\r\nredis_version:{version}\r\n");
+                format!("${}\r\n{info}\r\n", info.len())
+            }
+            _ => {
+                data_commands.fetch_add(1, Ordering::SeqCst);
+                "-ERR unknown command\r\n".to_owned()
+            }
+        };
+        if write.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }

@@ -338,3 +338,194 @@ async fn metrics_bind_addr_moves_metrics_to_their_own_port() {
     let other = app.client.get(format!("http://127.0.0.1:{port}/data")).send().await.expect("get");
     assert_problem(other, 404).await;
 }
+
+/// Issue 7: the metrics port follows the API port's rules (X-Request-ID echoed or generated,
+/// problem+json errors), and so does an encoding failure on either port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_echoes_request_ids_and_answers_problems() {
+    // Arrange
+    let app = spawn_app_with(|c| c.metrics_bind_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port.expect("metrics port bound"));
+    let get = |url: String, id: Option<&'static str>| {
+        let mut r = app.client.get(url);
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.send()
+    };
+
+    // Act + Assert: echoed, generated, and on a 404 too.
+    let r = get(metrics_url.clone(), Some("scrape-1")).await.expect("scrape");
+    assert_eq!((r.status().as_u16(), header(r.headers(), "x-request-id")), (200, "scrape-1".to_owned()));
+    let r = get(metrics_url.clone(), None).await.expect("scrape");
+    assert!(uuid::Uuid::parse_str(&header(r.headers(), "x-request-id")).is_ok(), "a generated id");
+    let r = get(metrics_url.replace("/metrics", "/nope"), Some("scrape-2")).await.expect("get");
+    assert_eq!(header(r.headers(), "x-request-id"), "scrape-2");
+    assert_problem(r, 404).await;
+
+    // An encoding failure (the real encoder, handed a family it refuses) is a 500 problem, with an id.
+    app.metrics.break_encoding().expect("hook");
+    let r = get(metrics_url, Some("scrape-3")).await.expect("scrape");
+    assert_eq!(header(r.headers(), "x-request-id"), "scrape-3");
+    let problem = assert_problem(r, 500).await;
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("X-Request-ID")), "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_encoding_failure_on_the_api_port_is_a_problem_too() {
+    let app = spawn_embedded_app().await;
+    app.metrics.break_encoding().expect("hook");
+    let r = app.client.get(app.url("/metrics")).header("x-request-id", "scrape-4").send().await.expect("get");
+    assert_eq!(header(r.headers(), "x-request-id"), "scrape-4");
+    assert_problem(r, 500).await;
+}
+
+/// Runs the real binary with `LOG_FORMAT=format` (stdout piped, so `auto` means JSON), breaks its
+/// database under it (the table is dropped, so queries fail with an ERROR line), sends a GET and a
+/// POST (the POST's row goes through the grouped-insert workers) with known request ids, stops it and
+/// returns everything it wrote to stdout.
+async fn logs_of_two_failing_requests(format: &str, get_id: &str, post_id: &str) -> String {
+    let db = fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = aside_bin()
+        .env("DATABASE_URL", &db)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_DRAIN_SECONDS", "0")
+        .env("LOG_FORMAT", format)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+    let admin = sea_orm::Database::connect(crate::helpers::direct_url(&db)).await.expect("admin connection");
+    use sea_orm::ConnectionTrait;
+    admin.execute_unprepared("DROP TABLE records").await.expect("drop table");
+    let _ = admin.close().await;
+    let get = client.get(format!("{url}/data/1")).header("x-request-id", get_id).send().await.expect("get");
+    assert_eq!(get.status(), 500);
+    let post = client
+        .post(format!("{url}/data"))
+        .header("x-request-id", post_id)
+        .json(&json!({"key": "k", "value": 1}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status(), 500);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(child.wait().expect("wait").success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    out
+}
+
+/// The lines that mention `id`; asserts the request logged an error line and its access line.
+fn lines_of<'a>(out: &'a str, id: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(id)).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("ERROR") && l.contains("database error")),
+        "no error line for {id}:\n{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"request\"") || l.contains(" request ")),
+        "no access line for {id}:\n{out}"
+    );
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_carries_its_id_in_json_and_in_text() {
+    // JSON (`auto` with stdout not a terminal): each line parses, and each warning or error carries a
+    // request id — the only ones logged here are the two failing requests' own.
+    let out = logs_of_two_failing_requests("auto", "rid-get-json", "rid-post-json").await;
+    for line in out.lines() {
+        let log: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if log["level"] == "ERROR" || log["level"] == "WARN" {
+            assert!(log["request_id"].is_string(), "a line without its request id: {line}");
+        }
+    }
+    for id in ["rid-get-json", "rid-post-json"] {
+        for line in lines_of(&out, id) {
+            let log: Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(log["request_id"], id, "{line}");
+        }
+    }
+
+    // Text: the same lines, human-readable, the id as `request_id="…"`.
+    let out = logs_of_two_failing_requests("text", "rid-get-text", "rid-post-text").await;
+    assert!(out.lines().all(|l| !l.starts_with('{')), "text, not JSON:\n{out}");
+    for line in out.lines().filter(|l| l.contains(" ERROR ") || l.contains(" WARN ")) {
+        assert!(line.contains("request_id=\"rid-"), "a line without its request id: {line}");
+    }
+    for id in ["rid-get-text", "rid-post-text"] {
+        for line in lines_of(&out, id) {
+            assert!(line.contains(&format!("request_id=\"{id}\"")), "{line}");
+        }
+    }
+}
+
+/// Issue 7: the cache needs Redis >= 7.0 (`SET … NX GET`). Against an older server aside says so once,
+/// at connect, and every read is a BYPASS without a command sent; readiness reports `degraded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_older_than_7_is_named_once_and_the_cache_stays_in_bypass() {
+    // Arrange: the real binary, embedded SQLite, and a server that reports redis_version 6.2.14.
+    let fake = crate::helpers::FakeRedis::start("6.2.14").await;
+    let db = std::env::temp_dir().join(format!("aside-old-redis-{}.db", uuid::Uuid::new_v4().simple()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = aside_bin()
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
+        .env("REDIS_URL", fake.url())
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_DRAIN_SECONDS", "0")
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+
+    // Act
+    let created: Value = client
+        .post(format!("{url}/data"))
+        .json(&json!({"key": "old", "value": 1}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("record");
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let r = client.get(format!("{url}/data/{}", created["id"])).send().await.expect("get");
+        outcomes.push((r.status().as_u16(), header(r.headers(), "x-cache")));
+    }
+    let ready: Value = client.get(format!("{url}/ready")).send().await.expect("ready").json().await.expect("json");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(child.wait().expect("wait").success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    let _ = std::fs::remove_file(&db);
+
+    // Assert
+    assert_eq!(outcomes, vec![(200, "BYPASS".to_owned()); 3]);
+    assert_eq!(ready["checks"]["cache"], "degraded", "{ready}");
+    assert_eq!(fake.data_commands.load(std::sync::atomic::Ordering::SeqCst), 0, "no lookup was sent to it");
+    // Once, at connect, with the version; a deferred invalidation may repeat the reason in its `error`.
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains("\"redis_version\"")).collect();
+    assert_eq!(warnings.len(), 1, "said once:\n{out}");
+    assert!(warnings[0].contains("older than 7.0"), "{}", warnings[0]);
+    let line: Value = serde_json::from_str(warnings[0]).expect("JSON");
+    assert_eq!((line["level"].as_str(), line["redis_version"].as_str()), (Some("WARN"), Some("6.2.14")));
+}

@@ -20,7 +20,7 @@ fn awkward(n: usize) -> Value {
 /// Every query path, many at once, over two replicas (one without the cache, so every read is a query):
 /// grouped inserts and 409s, reads by id, list pages and key lookups, updates, deletes, `/ready`.
 async fn every_query_path_answers_right(app: &TestApp, peer: &TestApp) {
-    let replica = |i: usize| if i % 2 == 0 { app } else { peer };
+    let replica = |i: usize| if i.is_multiple_of(2) { app } else { peer };
     // Grouped inserts: concurrent POSTs share multi-row INSERTs.
     let created = join_all(
         (0..48)
