@@ -250,6 +250,12 @@ impl Cache {
         self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The Redis keys of an entry: its token's and its own (tests check they share a cluster slot).
+    #[doc(hidden)]
+    pub fn key_names(&self, key: &EntryKey) -> (String, String) {
+        self.keys(key)
+    }
+
     fn keys(&self, key: &EntryKey) -> (String, String) {
         let p = &self.prefix;
         // Hash tags keep a token and its entries in one Redis Cluster slot, as the fill script needs.

@@ -456,3 +456,25 @@ where
     }
     None
 }
+
+/// `redis-cli -p PORT ARGS…` (blocking, so on the blocking pool): its stdout, trimmed. Panics when the
+/// command cannot run: the HA tests drive their servers with it.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
+            .output()
+            .expect("redis-cli (scripts/test.sh installs redis-tools)");
+        assert!(out.status.success(), "redis-cli -p {port} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .expect("redis-cli task")
+}
+
+/// The ports of the throwaway Redis Cluster's masters (scripts/services.sh: `REDIS_CLUSTER_PORTS`).
+pub fn cluster_ports() -> Vec<u16> {
+    required_env("REDIS_CLUSTER_PORTS").split_whitespace().map(|p| p.parse().expect("port")).collect()
+}
