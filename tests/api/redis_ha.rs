@@ -1,6 +1,7 @@
 //! Issue 8: the cache on a real Redis Cluster (3 masters: hash-tagged multi-key commands, a slot migration
 //! under load) and behind real Redis Sentinels (including a failover that loses an acknowledged
-//! invalidation). The shared cluster and sentinel set come from scripts/services.sh.
+//! invalidation). The shared cluster and sentinel set come from scripts/services.sh; the failover test
+//! starts a sentinel set of its own, since it kills the master.
 
 use std::{
     sync::{
@@ -16,7 +17,9 @@ use serde_json::{Value, json};
 
 use crate::{
     cache::{cache_aside_flow, slow_miss_race},
-    helpers::{FillGate, TestApp, cluster_ports, eventually, redis_cli, spawn_app_with, x_cache},
+    helpers::{
+        FillGate, SentinelSet, TestApp, cluster_ports, eventually, redis_cli, spawn_app_with, try_redis_cli, x_cache,
+    },
 };
 
 fn env_url(name: &str) -> String {
@@ -313,4 +316,56 @@ async fn through_redis_sentinel_a_write_on_one_replica_is_seen_by_a_second_repli
     assert_eq!(x_cache(&b.get_data(id).await), "HIT");
     assert_eq!(a.put_data(id, &json!({"value": "v2"})).await.status(), 200);
     assert_eq!(value_of(b.get_data(id).await).await, "v2", "PUT on A seen by B's next read");
+}
+
+/// The reported failover: the replica is cut off (its link killed, the process paused), a PUT is
+/// acknowledged with its invalidation on the master only, the master dies and the replica — holding the
+/// old token and entry — is promoted. No GET on the writer or on a second replica may return the
+/// pre-PUT value, none may fail, and the cache must HIT again within 5 s of the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_lost_an_acknowledged_invalidation_serves_no_stale_read_on_any_replica() {
+    let mut set = SentinelSet::start().await;
+    let a = on(set.url()).await;
+    let b = a.peer().await;
+    let rec = a.create("failover", json!("before")).await;
+    let id = rec["id"].as_i64().expect("id");
+    for app in [&a, &b] {
+        app.get_data(id).await;
+        assert_eq!(x_cache(&app.get_data(id).await), "HIT");
+    }
+    // The replica holds the token and the entry (WAIT: every write so far reached it).
+    assert_eq!(redis_cli(set.master, &["wait", "1", "2000"]).await, "1");
+
+    // Cut the replica off: paused first, so it cannot reconnect before the write.
+    set.pause_replica();
+    redis_cli(set.master, &["client", "kill", "type", "replica"]).await;
+    assert_eq!(a.put_data(id, &json!({"value": "after"})).await.status(), 200, "the PUT is acknowledged");
+    assert_eq!(redis_cli(set.master, &["wait", "1", "100"]).await, "0", "its invalidation reached no replica");
+    set.kill_master();
+    set.resume_replica();
+    set.fail_over_to_replica().await;
+    let promoted = Instant::now();
+
+    let (mut stale, mut failed, mut first_hit) = (0, 0, None);
+    let mut n = 0;
+    while n < 250 || (first_hit.is_none() && promoted.elapsed() < Duration::from_secs(10)) {
+        let app = if n % 2 == 0 { &a } else { &b };
+        n += 1;
+        let r = app.get_data(id).await;
+        if r.status() != 200 {
+            failed += 1;
+            continue;
+        }
+        let hit = x_cache(&r) == "HIT";
+        if value_of(r).await == "before" {
+            stale += 1;
+        } else if hit && first_hit.is_none() {
+            first_hit = Some(promoted.elapsed());
+        }
+    }
+    eprintln!("after the failover: {n} GETs on A and B, {stale} stale, {failed} failed, first HIT after {first_hit:?}");
+    assert_eq!((stale, failed), (0, 0), "{n} GETs after the failover");
+    let first_hit = first_hit.expect("the cache is used again after the failover");
+    assert!(first_hit < Duration::from_secs(5), "first HIT {first_hit:?} after the promotion");
+    let _ = try_redis_cli(set.replica, &["ping"]).await;
 }
