@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL + Redis (and a PgBouncer in front of that Postgres) for tests, benchmarks
-# and drills.
+# Throwaway PostgreSQL + Redis (and a PgBouncer in front of that Postgres, a 3-master Redis Cluster and a
+# Redis master + replica watched by 3 Sentinels) for tests, benchmarks and drills.
 #
 # Usage (sourced; the normal way):
 #   source scripts/services.sh
@@ -10,10 +10,16 @@
 #                         #   TEST_PGBOUNCER_URL postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/aside: the
 #                         #     same server through PgBouncer in transaction pooling mode, every database
 #                         #     passed through, few server connections per database
+#                         #   TEST_REDIS_CLUSTER_URL  redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&node=…:P3
+#                         #     3 masters, no replicas, all 16384 slots assigned (REDIS_CLUSTER_PORTS)
+#                         #   TEST_REDIS_SENTINEL_URL redis-sentinel://127.0.0.1:S1/0?node=…:S2&node=…:S3&
+#                         #     sentinelServiceName=aside: master + 1 replica, 3 sentinels, quorum 2
+#                         #     (REDIS_SENTINEL_PORTS)
 #                         #   PG_PORT REDIS_PORT PGBOUNCER_PORT SERVICES_DIR PG_BIN REDIS_SERVER_BIN
 #   pg_stop / pg_start    # stop / start Postgres again on the SAME port and data (outage drills)
 #   redis_stop / redis_start   # the same for Redis (it keeps nothing on disk: it comes back empty)
 #   redis_pause / redis_resume # SIGSTOP / SIGCONT: a frozen Redis that still accepts TCP
+#   redis_cluster_start / redis_sentinel_start   # called by services_start (SKIP_REDIS_HA=1: neither)
 #   services_stop         # stops all three and deletes the dir (safe to call twice, or after a partial start)
 #
 # Usage (executed):
@@ -25,7 +31,8 @@
 # apt-get when running as root; otherwise a clear message says what to install.
 #
 # Knobs: SERVICES_TMP (parent of the temp dir, default /tmp; must be reachable by the postgres user),
-#        PG_MAX_CONNECTIONS (default 200), PGBOUNCER_POOL_SIZE (server connections per database, default 3).
+#        PG_MAX_CONNECTIONS (default 200), PGBOUNCER_POOL_SIZE (server connections per database, default 3),
+#        SKIP_REDIS_HA=1 (no cluster, no sentinels: the tests that need them then fail saying so).
 #
 # This file only defines functions (and sets no shell options) so it is safe to source from
 # scripts that run under `set -euo pipefail`.
@@ -185,6 +192,134 @@ redis_stop() {
 redis_pause() { kill -STOP "$(_svc_redis_pid)"; }
 redis_resume() { kill -CONT "$(_svc_redis_pid)"; }
 
+# A redis-server of the cluster or the sentinel set, daemonized in $SERVICES_DIR/<name> (pidfile there).
+# Extra arguments go to redis-server after the common ones, so they win.
+_svc_redis_node() {
+  local name="$1" port="$2"
+  shift 2
+  mkdir -p "$SERVICES_DIR/$name"
+  "$REDIS_SERVER_BIN" --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$SERVICES_DIR/$name/redis.pid" --dir "$SERVICES_DIR/$name" \
+    --logfile "$SERVICES_DIR/$name/redis.log" "$@" >/dev/null
+}
+
+_svc_wait_ping() {
+  local port="$1" i
+  for ((i = 0; i < 100; i++)); do
+    [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
+    sleep 0.05
+  done
+  echo "services.sh: redis on port $port did not answer" >&2
+  return 1
+}
+
+# A free port not yet handed out in this run (the probe alone cannot see ports picked but not bound
+# yet), whose cluster bus port (+10000) clashes with none of ours either.
+_svc_taken=""
+_svc_new_port() {
+  local p i
+  for ((i = 0; i < 50; i++)); do
+    p="$(_svc_free_port)" || return 1
+    ((p + 10000 < 65536)) || continue
+    if [[ " $_svc_taken " != *" $p "* && " $_svc_taken " != *" $((p + 10000)) "* && " $_svc_taken " != *" $((p - 10000)) "* ]]; then
+      _svc_taken="$_svc_taken $p"
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Three masters, no replicas; `redis-cli --cluster create` assigns the slots. allkeys-lru as in every
+# deployment of the service.
+redis_cluster_start() {
+  local ports=() nodes=() p i ok
+  for i in 1 2 3; do
+    p="$(_svc_new_port)" || return 1
+    _svc_taken="$_svc_taken $((p + 10000))"
+    ports+=("$p")
+    nodes+=("127.0.0.1:$p")
+    _svc_redis_node "cluster-$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-node-timeout 2000 --maxmemory 64mb --maxmemory-policy allkeys-lru
+  done
+  for p in "${ports[@]}"; do _svc_wait_ping "$p" || return 1; done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
+    >"$SERVICES_DIR/cluster-create.log" 2>&1 || {
+    cat "$SERVICES_DIR/cluster-create.log" >&2
+    return 1
+  }
+  # `create` returns once the slots are assigned; every node must agree before clients connect.
+  for ((i = 0; i < 200; i++)); do
+    ok=0
+    for p in "${ports[@]}"; do
+      redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+    done
+    if ((ok == 3)); then
+      export REDIS_CLUSTER_PORTS="${ports[*]}"
+      export TEST_REDIS_CLUSTER_URL="redis-cluster://127.0.0.1:${ports[0]}?node=127.0.0.1:${ports[1]}&node=127.0.0.1:${ports[2]}"
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "services.sh: the redis cluster never reached cluster_state:ok" >&2
+  return 1
+}
+
+# Master + one replica + three sentinels (quorum 2) for the service name `aside`. Tests that kill a
+# master start a set of their own (tests/api/helpers.rs): this one is shared and never fails over.
+redis_sentinel_start() {
+  local master replica s i sentinels=()
+  master="$(_svc_new_port)" || return 1
+  replica="$(_svc_new_port)" || return 1
+  _svc_redis_node "sentinel-master" "$master" --maxmemory 64mb --maxmemory-policy allkeys-lru
+  _svc_redis_node "sentinel-replica" "$replica" --maxmemory 64mb --maxmemory-policy allkeys-lru \
+    --replicaof 127.0.0.1 "$master"
+  _svc_wait_ping "$master" || return 1
+  _svc_wait_ping "$replica" || return 1
+  for i in 1 2 3; do
+    s="$(_svc_new_port)" || return 1
+    sentinels+=("$s")
+    mkdir -p "$SERVICES_DIR/sentinel-$s"
+    # Sentinel rewrites its config file (it keeps its state there), so each gets a writable one.
+    cat >"$SERVICES_DIR/sentinel-$s/sentinel.conf" <<EOF
+port $s
+bind 127.0.0.1
+daemonize yes
+pidfile $SERVICES_DIR/sentinel-$s/redis.pid
+logfile $SERVICES_DIR/sentinel-$s/sentinel.log
+dir $SERVICES_DIR/sentinel-$s
+sentinel monitor aside 127.0.0.1 $master 2
+sentinel down-after-milliseconds aside 1000
+sentinel failover-timeout aside 5000
+EOF
+    "$REDIS_SERVER_BIN" "$SERVICES_DIR/sentinel-$s/sentinel.conf" --sentinel >/dev/null
+  done
+  for s in "${sentinels[@]}"; do
+    for ((i = 0; i < 100; i++)); do
+      [[ "$(redis-cli -h 127.0.0.1 -p "$s" sentinel get-master-addr-by-name aside 2>/dev/null | tail -n1)" == "$master" ]] && break
+      sleep 0.05
+    done
+    ((i < 100)) || {
+      echo "services.sh: the sentinel on port $s does not know the master" >&2
+      return 1
+    }
+  done
+  export REDIS_SENTINEL_PORTS="${sentinels[*]}"
+  export TEST_REDIS_SENTINEL_URL="redis-sentinel://127.0.0.1:${sentinels[0]}/0?node=127.0.0.1:${sentinels[1]}&node=127.0.0.1:${sentinels[2]}&sentinelServiceName=aside"
+}
+
+# Stops the cluster nodes and the sentinel set (KILL: they hold nothing worth a clean shutdown).
+_svc_redis_ha_stop() {
+  local f pid
+  for f in "$SERVICES_DIR"/cluster-*/redis.pid "$SERVICES_DIR"/sentinel-*/redis.pid; do
+    [[ -f "$f" ]] || continue
+    pid="$(cat "$f" 2>/dev/null)"
+    [[ -n "$pid" ]] || continue
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
 # PgBouncer as Debian 12 ships it (1.18: no prepared-statement support in transaction mode) in front of
 # the throwaway Postgres: pool_mode = transaction and only a few server connections per database, so
 # consecutive statements of one client really do land on different server connections. The wildcard
@@ -292,6 +427,13 @@ services_start() {
     _svc_log "pgbouncer failed on port $PGBOUNCER_PORT, retrying"
   done
 
+  if [[ "${SKIP_REDIS_HA:-0}" != 1 ]]; then
+    _svc_taken="$PG_PORT $REDIS_PORT $PGBOUNCER_PORT"
+    redis_cluster_start || return 1
+    redis_sentinel_start || return 1
+    _svc_log "redis cluster on ${REDIS_CLUSTER_PORTS// /,}, sentinels on ${REDIS_SENTINEL_PORTS// /,}"
+  fi
+
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/aside"
   export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
   export TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/aside"
@@ -302,6 +444,7 @@ services_stop() {
   [[ -n "${SERVICES_DIR:-}" && -d "$SERVICES_DIR" ]] || return 0
   pgbouncer_stop || true
   redis_stop || true
+  _svc_redis_ha_stop || true
   if [[ -f "$SERVICES_DIR/pg/data/postmaster.pid" ]]; then
     _svc_as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg/data" -m immediate -w -t 30 stop \
       >/dev/null 2>&1 || true

@@ -11,6 +11,9 @@
 //!   read (the slow-miss race), and concurrent misses share one database read per (entry, token).
 //! - A write that cannot reach the cache leaves its invalidation pending; this process applies pending
 //!   invalidations before it reads the cache again, and retries them in the background.
+//! - A token starts with the namespace of the Redis master term it was minted in; a lookup trusts only
+//!   tokens of the term this process verified on its current connection, so a failover that lost writes
+//!   (the promoted replica holds older tokens and entries) causes misses, never stale hits.
 
 mod memory;
 mod redis;
@@ -84,20 +87,26 @@ pub enum EntryKey {
     Page { after: i64, limit: u64, key: Option<String> },
 }
 
-/// A generation token: 32 hex characters of OS randomness. Never a counter (DESIGN.md §2, trap 2).
+/// A generation token: the namespace of the master term it was minted in (`NS_LEN` bytes, DESIGN.md
+/// §2, "Failover"), then 32 hex characters of OS randomness. Never a counter (DESIGN.md §2, trap 2).
 pub type Token = Bytes;
 
-const TOKEN_LEN: usize = 32;
+/// Length of a token's term namespace.
+pub(crate) const NS_LEN: usize = 16;
+const TOKEN_LEN: usize = NS_LEN + 32;
+/// The in-process store has one term, forever.
+const LOCAL_NS: &[u8; NS_LEN] = b"l000000000000000";
 
-fn new_token() -> Token {
+fn new_token(ns: &[u8]) -> Token {
     let mut raw = [0u8; 16];
     // getrandom only fails when the OS has no entropy source at all; a UUIDv4 is the fallback.
     if getrandom::fill(&mut raw).is_err() {
         raw = *uuid::Uuid::new_v4().as_bytes();
     }
-    let mut hex = BytesMut::with_capacity(TOKEN_LEN);
-    push_hex(&mut hex, &raw);
-    hex.freeze()
+    let mut token = BytesMut::with_capacity(TOKEN_LEN);
+    token.extend_from_slice(ns);
+    push_hex(&mut token, &raw);
+    token.freeze()
 }
 
 /// Lower-case hex of `bytes` (tokens and ETags; `format!` per byte was an allocation each).
@@ -123,8 +132,8 @@ impl Backend {
         match self {
             // Boxed: fred's command futures make this ~10 KiB, and poem moves every layer's future by
             // value; inline, it was copied several times per request (~10 % of a hit's CPU).
-            Self::Redis(s) => Box::pin(s.lookup(tok_key, entry_key, new_token)).await,
-            Self::Memory(s) => Ok(s.lookup(tok_key, entry_key, new_token)),
+            Self::Redis(s) => Box::pin(s.lookup(tok_key, entry_key)).await,
+            Self::Memory(s) => Ok(s.lookup(tok_key, entry_key, || new_token(LOCAL_NS))),
         }
     }
     async fn fill(&self, tok_key: &str, token: &Token, entry_key: &str, entry: Bytes) -> Result<bool, CacheError> {
@@ -135,9 +144,9 @@ impl Backend {
     }
     async fn replace_tokens(&self, tok_keys: &[String], dead_entries: &[String]) -> Result<(), CacheError> {
         match self {
-            Self::Redis(s) => Box::pin(s.replace_tokens(tok_keys, dead_entries, new_token)).await,
+            Self::Redis(s) => Box::pin(s.replace_tokens(tok_keys, dead_entries)).await,
             Self::Memory(s) => {
-                s.replace_tokens(tok_keys, dead_entries, new_token);
+                s.replace_tokens(tok_keys, dead_entries, || new_token(LOCAL_NS));
                 Ok(())
             }
         }
@@ -280,6 +289,12 @@ impl Cache {
     #[doc(hidden)]
     pub fn flights(&self) -> usize {
         self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The Redis keys of an entry: its token's and its own (tests check they share a cluster slot).
+    #[doc(hidden)]
+    pub fn key_names(&self, key: &EntryKey) -> (String, String) {
+        self.keys(key)
     }
 
     fn keys(&self, key: &EntryKey) -> (String, String) {
@@ -490,16 +505,17 @@ mod tests {
 
     #[test]
     fn tokens_are_random_hex_and_never_repeat() {
-        let a = new_token();
-        let b = new_token();
+        let a = new_token(b"0123456789abcdef");
+        let b = new_token(b"0123456789abcdef");
         assert_eq!(a.len(), TOKEN_LEN);
+        assert!(a.starts_with(b"0123456789abcdef"), "a token starts with its term's namespace");
         assert!(a.iter().all(u8::is_ascii_hexdigit));
         assert_ne!(a, b);
     }
 
     #[test]
     fn an_entry_matches_only_its_own_token() {
-        let t = new_token();
+        let t = new_token(LOCAL_NS);
         let c = Cached::new(b"{\"id\":1}".to_vec());
         let mut raw = BytesMut::new();
         raw.extend_from_slice(&t);
@@ -509,7 +525,7 @@ mod tests {
         let raw = raw.freeze();
         let hit = decode_entry(&raw, &t).expect("same token hits");
         assert_eq!((hit.etag, hit.body), (c.etag, c.body));
-        assert!(decode_entry(&raw, &new_token()).is_none());
+        assert!(decode_entry(&raw, &new_token(LOCAL_NS)).is_none());
         assert!(decode_entry(&Bytes::from_static(b"short"), &t).is_none());
     }
 

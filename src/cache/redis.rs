@@ -1,21 +1,32 @@
 //! The Redis store (fred). Every command has a deadline (`CACHE_TIMEOUT_MS`) and fails at once while
 //! the client knows it is disconnected, so a dead Redis costs a request milliseconds, not a hang
 //! (fred's defaults set no command timeout, and a client whose first connect failed hangs every later
-//! command). The pool reconnects on its own. The lookup needs Redis 7.0 (`SET … NX GET`): against an
-//! older server the store refuses every lookup, so the cache stays in BYPASS, and says why once.
+//! command). The pool reconnects on its own. The cache needs Redis 4.0 or later (`master_replid` in
+//! `INFO replication`, below): against an older server the store refuses every command, so the cache
+//! stays in BYPASS, and says why once.
+//!
+//! A reconnect may lead to another server (a Sentinel failover, an address that moved), which can hold
+//! tokens and entries older than writes this or another process already acknowledged (DESIGN.md §2,
+//! "Failover"). So every token carries the namespace of the master term it was minted in (16 hex digits
+//! of the master's replication id), this process only trusts a lookup made on a connection it has
+//! verified (role master, that replication id), and tokens of any other term count as missing.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use bytes::Bytes;
 use fred::{
     prelude::*,
-    types::{Expiration, SetOptions, Version, config::Options, scripts::Script},
+    types::{CustomCommand, Expiration, Version, config::Options, scripts::Script},
 };
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use super::{CacheError, Token};
+use super::{CacheError, NS_LEN, Token, new_token};
 
 /// Writes the entry only if the token is still the one the reader saw before its database read.
 const FILL_IF_TOKEN: &str = r"
@@ -24,6 +35,22 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0";
+
+/// Returns the token if it belongs to this term (ARGV[2] = namespace); otherwise (missing, or minted
+/// under another master term) stores ARGV[1] and returns it. One atomic step, so readers racing to
+/// create the token agree on it (DESIGN.md §2, trap 3).
+const TOKEN_OF_TERM: &str = r"
+local t = redis.call('GET', KEYS[1])
+if t and string.sub(t, 1, string.len(ARGV[2])) == ARGV[2] then
+  return t
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return ARGV[1]";
+
+/// The namespace of a Redis Cluster (whose shards are not verified: DESIGN.md §2, "Failover").
+const CLUSTER_NS: &[u8; NS_LEN] = b"c000000000000000";
+/// Tokens written by a write while this process has no verified term: any fresh value invalidates.
+const UNVERIFIED_NS: &[u8; NS_LEN] = b"u000000000000000";
 
 /// Tokens outlive entries a little; only memory depends on it, never correctness.
 pub(super) fn token_ttl(ttl: Duration) -> Duration {
@@ -36,29 +63,79 @@ impl From<fred::error::Error> for CacheError {
     }
 }
 
+/// A master term this process verified: its namespace, and a number no other verification reuses.
+#[derive(Clone)]
+struct Term {
+    seq: u64,
+    ns: Bytes,
+}
+
+/// What this process trusts about the server its connection leads to.
+struct Trust {
+    /// None while unverified: lookups then fail (BYPASS) instead of trusting an unknown server.
+    term: RwLock<Option<Term>>,
+    /// fred's reconnect notifications the verifier has not taken yet. fred sends one before the new
+    /// connection carries any command, so a reply from an unverified connection always finds this
+    /// non-empty (or the term changed). None for a cluster.
+    reconnects: Option<Mutex<broadcast::Receiver<Server>>>,
+}
+
+impl Trust {
+    fn current(&self) -> Option<Term> {
+        self.term.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True when a reply that arrived after `term` was read came from the connection that term
+    /// verified. Two uncontended locks: no round trip on the hit path.
+    fn still(&self, term: &Term) -> bool {
+        let Some(reconnects) = &self.reconnects else { return true };
+        let quiet = reconnects.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        quiet && self.term.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|t| t.seq == term.seq)
+    }
+
+    fn set(&self, term: Option<Term>) {
+        *self.term.write().unwrap_or_else(|p| p.into_inner()) = term;
+    }
+
+    fn has_reconnects(&self) -> bool {
+        self.reconnects.as_ref().is_some_and(|r| !r.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    }
+
+    /// Takes every pending reconnect notification.
+    fn take_reconnects(&self) {
+        let Some(reconnects) = &self.reconnects else { return };
+        let mut rx = reconnects.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(_) | Err(TryRecvError::Lagged(_)) = rx.try_recv() {}
+    }
+}
+
 pub(super) struct RedisStore {
     pool: Pool,
     ttl: Duration,
     timeout: Duration,
     fast: Options,
     fill_script: Script,
-    /// The server is older than 7.0: lookups are refused without a round trip.
+    token_script: Script,
+    trust: Arc<Trust>,
+    /// The server is older than 4.0: every command is refused without a round trip.
     too_old: AtomicBool,
     warned_too_old: AtomicBool,
 }
 
-/// The lookup's atomic token creation is `SET key value NX GET`, which Redis accepts from 7.0 on.
-pub(super) fn supports_set_nx_get(version: &Version) -> bool {
-    version.major >= 7
+/// The term check reads `master_replid` from `INFO replication`, which Redis has from 4.0 on (Lua
+/// scripts and `SET … EX/PX` are older still).
+pub(super) fn supports_the_cache(version: &Version) -> bool {
+    version.major >= 4
 }
 
 impl RedisStore {
-    /// Builds the pool and connects, waiting at most a second: a Redis that is down at start-up only
-    /// means BYPASS until the background reconnect succeeds.
+    /// Builds the pool and connects, waiting at most a second (connection and verification): a Redis
+    /// that is down at start-up only means BYPASS until the background reconnect succeeds.
     pub(super) async fn connect(url: &str, ttl: Duration, timeout: Duration) -> Result<Self, String> {
         let mut cfg = Config::from_url(url).map_err(|e| format!("REDIS_URL: {}", e.details()))?;
         // fail_fast=false keeps the client reconnecting instead of dying after a failed first connect.
         cfg.fail_fast = false;
+        let clustered = cfg.server.is_clustered();
         let pool = Builder::from_config(cfg)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_millis(500);
@@ -73,12 +150,35 @@ impl RedisStore {
             // Retry forever, 100 ms doubling to 1 s: the cache is back within ~1 s of Redis (contract: 5 s).
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
             // One multiplexed connection: fred pipelines concurrent commands on it, so fewer syscalls
-            // and wake-ups per request than a pool (measured: ~10 % less CPU per cache hit).
+            // and wake-ups per request than a pool (measured: ~10 % less CPU per cache hit). The trust
+            // check below relies on it too (one connection, one stream of reconnect notifications).
             .build_pool(1)
             .map_err(|e| format!("REDIS_URL: {}", e.details()))?;
+        let client = pool.next().clone();
+        let trust = Arc::new(if clustered {
+            // fred follows MOVED/ASK itself; a shard's failover is not verified (DESIGN.md §2).
+            Trust { term: RwLock::new(Some(Term { seq: 0, ns: Bytes::from_static(CLUSTER_NS) })), reconnects: None }
+        } else {
+            // Subscribed before connecting, so the first connection is verified like any later one.
+            Trust { term: RwLock::new(None), reconnects: Some(Mutex::new(client.reconnect_rx())) }
+        });
+        if !clustered {
+            tokio::spawn(verifier(Arc::downgrade(&trust), client.clone(), client.reconnect_rx()));
+        }
         let _connection_task = pool.connect();
-        if tokio::time::timeout(Duration::from_secs(1), pool.wait_for_connect()).await.is_err() {
-            tracing::warn!("Redis not reachable at start-up; serving from the database until it is");
+        let started = tokio::time::Instant::now();
+        let budget = Duration::from_secs(1);
+        let verified = tokio::time::timeout(budget, async {
+            let _ = pool.wait_for_connect().await;
+            while trust.current().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        if verified.await.is_err() {
+            tracing::warn!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "Redis not reachable (or not a master) at start-up; serving from the database until it is"
+            );
         }
         let fast = Options { fail_fast: true, timeout: Some(timeout), max_attempts: Some(1), ..Default::default() };
         let store = Self {
@@ -87,6 +187,8 @@ impl RedisStore {
             timeout,
             fast,
             fill_script: Script::from_lua(FILL_IF_TOKEN),
+            token_script: Script::from_lua(TOKEN_OF_TERM),
+            trust,
             too_old: AtomicBool::new(false),
             warned_too_old: AtomicBool::new(false),
         };
@@ -94,24 +196,20 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Reads the version fred cached at connect (its INFO) and refuses lookups below 7.0, warning once.
+    /// Reads the version fred cached at connect (its INFO) and refuses the cache below 4.0, warning once.
     /// Runs at start-up, whenever a lookup fails and when readiness probes a failing cache, so a server
     /// that connects late, or is replaced by a newer one, is noticed without a command per hit.
     fn check_version(&self) {
         let Some(version) = self.pool.next().server_version() else { return };
-        let too_old = !supports_set_nx_get(&version);
+        let too_old = !supports_the_cache(&version);
         self.too_old.store(too_old, Ordering::Release);
         if too_old && !self.warned_too_old.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 redis_version = %version,
-                "Redis {version} is older than 7.0, which the cache needs (SET … NX GET): every read bypasses \
-                 the cache and goes to the database (X-Cache: BYPASS) until Redis is upgraded"
+                "Redis {version} is older than 4.0, which the cache needs (master_replid in INFO replication): \
+                 every read bypasses the cache and goes to the database (X-Cache: BYPASS) until Redis is upgraded"
             );
         }
-    }
-
-    pub(super) fn is_connected(&self) -> bool {
-        self.pool.is_connected()
     }
 
     /// One PING within the cache budget (readiness asks while commands are failing); an unusable
@@ -124,9 +222,14 @@ impl RedisStore {
 
     fn usable(&self) -> Result<(), CacheError> {
         if self.too_old.load(Ordering::Relaxed) {
-            return Err(CacheError("Redis is older than 7.0; the cache needs SET … NX GET".into()));
+            return Err(CacheError("Redis is older than 4.0; the cache needs master_replid".into()));
         }
         Ok(())
+    }
+
+    /// Connected to a server this process has verified.
+    pub(super) fn is_connected(&self) -> bool {
+        self.pool.is_connected() && self.trust.current().is_some()
     }
 
     /// Caps a command with the cache budget even if the client's own timeout does not fire.
@@ -140,43 +243,43 @@ impl RedisStore {
         }
     }
 
-    /// One round trip for the token and the entry; a second (atomic `SET NX GET`) only when the token
-    /// is missing, so two readers racing to create it end up with the same one (DESIGN.md §2, trap 3).
-    pub(super) async fn lookup(
-        &self,
-        tok_key: &str,
-        entry_key: &str,
-        new_token: fn() -> Token,
-    ) -> Result<(Token, Option<Bytes>), CacheError> {
+    /// One round trip for the token and the entry; a second (the atomic `TOKEN_OF_TERM` script) only when
+    /// the token is missing or from another master term. Fails (BYPASS) unless every reply came from the
+    /// connection this process verified.
+    pub(super) async fn lookup(&self, tok_key: &str, entry_key: &str) -> Result<(Token, Option<Bytes>), CacheError> {
         self.usable()?;
-        let looked_up = self.lookup_on_server(tok_key, entry_key, new_token).await;
+        let looked_up = self.lookup_on_server(tok_key, entry_key).await;
         if looked_up.is_err() {
-            // Rare path: was it a server too old for SET … NX GET that connected after start-up?
+            // Rare path: was it a server too old for the cache that connected after start-up?
             self.check_version();
         }
         looked_up
     }
 
-    async fn lookup_on_server(
-        &self,
-        tok_key: &str,
-        entry_key: &str,
-        new_token: fn() -> Token,
-    ) -> Result<(Token, Option<Bytes>), CacheError> {
+    async fn lookup_on_server(&self, tok_key: &str, entry_key: &str) -> Result<(Token, Option<Bytes>), CacheError> {
+        let term = self.trust.current().ok_or_else(|| CacheError("Redis not verified since (re)connecting".into()))?;
         // The hot path relies on fred's own per-command timeout (`fast`) alone: a second timer around it
         // cost a timer-wheel registration per cache hit and bounded nothing more.
         let client = self.pool.next().with_options(&self.fast);
         let mut found: Vec<Option<Bytes>> = client.mget(vec![tok_key, entry_key]).await?;
         let entry = found.pop().flatten();
-        if let Some(Some(token)) = found.pop() {
-            return Ok((token, entry));
+        let found = match found.pop().flatten() {
+            Some(token) if token.starts_with(&term.ns) => (token, entry),
+            _ => {
+                let candidate = new_token(&term.ns);
+                let ttl = token_ttl(self.ttl).as_secs() as i64;
+                let args: Vec<Value> = vec![candidate.into(), term.ns.clone().into(), ttl.into()];
+                let client = self.pool.next();
+                let token: Bytes =
+                    self.bounded(self.token_script.evalsha_with_reload(client, vec![tok_key], args)).await?;
+                // The entry read above predates this token, so it can never match it: a miss either way.
+                (token, None)
+            }
+        };
+        if !self.trust.still(&term) {
+            return Err(CacheError("Redis connection changed during the lookup; not trusted yet".into()));
         }
-        let candidate = new_token();
-        let ttl = Expiration::EX(token_ttl(self.ttl).as_secs() as i64);
-        let previous: Option<Bytes> =
-            client.set(tok_key, candidate.clone(), Some(ttl), Some(SetOptions::NX), true).await?;
-        // The entry read above predates this token, so it can never match it: a miss either way.
-        Ok((previous.unwrap_or(candidate), None))
+        Ok(found)
     }
 
     /// The compare-and-set fill.
@@ -200,22 +303,19 @@ impl RedisStore {
     }
 
     /// Replaces tokens (and drops now-unreachable entries) in one pipelined round trip. Separate
-    /// commands, not MULTI: the keys live in different cluster slots and each SET is atomic alone.
-    pub(super) async fn replace_tokens(
-        &self,
-        tok_keys: &[String],
-        dead_entries: &[String],
-        new_token: fn() -> Token,
-    ) -> Result<(), CacheError> {
+    /// commands, not MULTI: the keys live in different cluster slots and each SET is atomic alone. Any
+    /// fresh token invalidates, whichever server it lands on, so no verification is needed here.
+    pub(super) async fn replace_tokens(&self, tok_keys: &[String], dead_entries: &[String]) -> Result<(), CacheError> {
         self.usable()?;
         let client = self.pool.next();
         if !client.is_connected() {
             return Err(CacheError("cache disconnected".into()));
         }
+        let ns = self.trust.current().map_or_else(|| Bytes::from_static(UNVERIFIED_NS), |t| t.ns);
         let ttl = token_ttl(self.ttl).as_secs() as i64;
         let pipe = client.pipeline();
         for k in tok_keys {
-            let () = pipe.set(k.as_str(), new_token(), Some(Expiration::EX(ttl)), None, false).await?;
+            let () = pipe.set(k.as_str(), new_token(&ns), Some(Expiration::EX(ttl)), None, false).await?;
         }
         for k in dead_entries {
             let () = pipe.del(k.as_str()).await?;
@@ -225,17 +325,95 @@ impl RedisStore {
     }
 }
 
+/// The master term of the server `client` is connected to: 16 hex digits of its replication id, which
+/// a promoted replica changes (and a replica shares with its master, so only a master is accepted).
+/// Outer error: no answer; inner error: an answer that cannot be trusted.
+async fn probe(client: &Client) -> Result<Result<Bytes, String>, CacheError> {
+    let opts = Options {
+        fail_fast: true,
+        timeout: Some(Duration::from_millis(500)),
+        max_attempts: Some(1),
+        ..Default::default()
+    };
+    let info: String = client
+        .with_options(&opts)
+        .custom(CustomCommand::new_static("INFO", fred::types::ClusterHash::FirstKey, false), vec!["replication"])
+        .await?;
+    let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    if field("role:") != Some("master") {
+        return Ok(Err(format!("Redis answers as {}, not as a master", field("role:").unwrap_or("?"))));
+    }
+    Ok(match field("master_replid:") {
+        Some(id) if id.len() >= NS_LEN && id.is_ascii() => Ok(Bytes::copy_from_slice(&id.as_bytes()[..NS_LEN])),
+        _ => Err("INFO replication has no master_replid".into()),
+    })
+}
+
+/// Verifies each new connection before lookups trust it: withdraws trust, takes the reconnect
+/// notifications, asks the server for its term and trusts that. Also re-asks every second on a trusted
+/// connection, in case a server changed role without dropping it (Sentinel kills client connections
+/// when it reconfigures a server; this bounds the damage if something else does not).
+async fn verifier(trust: Weak<Trust>, client: Client, mut wake: broadcast::Receiver<Server>) {
+    let mut seq = 0;
+    let mut last_ns: Option<Bytes> = None;
+    loop {
+        let Some(t) = trust.upgrade() else { return };
+        match t.current() {
+            Some(term) if !t.has_reconnects() => match probe(&client).await {
+                // Same connection, another term (or no longer a master): stop trusting, verify again now.
+                Ok(Ok(ns)) if ns != term.ns => {
+                    t.set(None);
+                    continue;
+                }
+                Ok(Err(why)) => {
+                    tracing::warn!(why, "Redis no longer verified");
+                    t.set(None);
+                    continue;
+                }
+                // Unchanged, or no answer (fred reconnects and notifies; nothing to decide until then).
+                _ => {}
+            },
+            _ => {
+                // Withdraw trust first, then take the notifications: a lookup that read the old term fails
+                // its check whether it looks before or after this point.
+                t.set(None);
+                t.take_reconnects();
+                match probe(&client).await {
+                    Ok(Ok(ns)) => {
+                        if last_ns.as_ref().is_some_and(|l| *l != ns) {
+                            tracing::warn!(
+                                "Redis master term changed (failover?): entries cached before it are ignored"
+                            );
+                        }
+                        seq += 1;
+                        last_ns = Some(ns.clone());
+                        t.set(Some(Term { seq, ns }));
+                    }
+                    Ok(Err(why)) => tracing::debug!(why, "Redis not verified yet"),
+                    Err(e) => tracing::debug!(error = %e.0, "Redis not verified yet"),
+                }
+            }
+        }
+        let wait = if t.current().is_some() { Duration::from_secs(1) } else { Duration::from_millis(100) };
+        drop(t);
+        match tokio::time::timeout(wait, wake.recv()).await {
+            Err(_) | Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_redis_7_and_later_can_serve_the_lookup() {
+    fn only_redis_4_and_later_can_serve_the_cache() {
         for (v, ok) in
-            [("6.2.14", false), ("6.0.0", false), ("5.0.7", false), ("7.0.0", true), ("7.4.2", true), ("8.0.1", true)]
+            [("3.2.12", false), ("3.0.7", false), ("2.8.24", false), ("4.0.0", true), ("6.2.14", true), ("8.0.1", true)]
         {
             let version = Version::parse(v).expect("semver");
-            assert_eq!(supports_set_nx_get(&version), ok, "{v}");
+            assert_eq!(supports_the_cache(&version), ok, "{v}");
         }
     }
 }

@@ -16,7 +16,7 @@ async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("json")
 }
 
-async fn cache_aside_flow(app: TestApp) {
+pub(crate) async fn cache_aside_flow(app: &TestApp) {
     let rec = app.create("flow", json!({"v": 1})).await;
     let id = &rec["id"];
     let miss = app.get_data(id).await;
@@ -48,12 +48,12 @@ async fn cache_aside_flow(app: TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_miss_then_hit_and_writes_invalidate_with_postgres_and_redis() {
-    cache_aside_flow(spawn_app().await).await;
+    cache_aside_flow(&spawn_app().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_miss_then_hit_and_writes_invalidate_embedded() {
-    cache_aside_flow(spawn_embedded_app().await).await;
+    cache_aside_flow(&spawn_embedded_app().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +122,7 @@ async fn every_write_counts_at_least_one_cache_invalidation() {
     assert!(after_delete - after_put >= 1.0, "DELETE: {after_put} -> {after_delete}");
 }
 
-async fn slow_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp) {
+pub(crate) async fn slow_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp) {
     let rec = writer.create("race", json!("old")).await;
     let id = rec["id"].as_i64().expect("id");
     // R misses and reads "old" from the database, then parks just before filling the cache.

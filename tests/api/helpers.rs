@@ -517,3 +517,175 @@ async fn fake_redis_conn(conn: TcpStream, version: &'static str, data_commands: 
         }
     }
 }
+
+/// `redis-cli -p PORT ARGS…` (blocking, so on the blocking pool): its stdout, trimmed. Panics when the
+/// command cannot run: the HA tests drive their servers with it.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
+            .output()
+            .expect("redis-cli (scripts/test.sh installs redis-tools)");
+        assert!(out.status.success(), "redis-cli -p {port} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .expect("redis-cli task")
+}
+
+/// The ports of the throwaway Redis Cluster's masters (scripts/services.sh: `REDIS_CLUSTER_PORTS`).
+pub fn cluster_ports() -> Vec<u16> {
+    required_env("REDIS_CLUSTER_PORTS").split_whitespace().map(|p| p.parse().expect("port")).collect()
+}
+
+/// A Redis master + replica watched by three sentinels, of the test's own (it may kill the master).
+pub struct SentinelSet {
+    pub master: u16,
+    pub replica: u16,
+    pub sentinels: Vec<u16>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+}
+
+impl SentinelSet {
+    pub async fn start() -> SentinelSet {
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let dir = std::env::temp_dir().join(format!("aside-sentinel-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (master, replica) = (free_port(), free_port());
+        let mut set = SentinelSet { master, replica, sentinels: Vec::new(), children: Vec::new(), dir };
+        let node = |port: u16, extra: &[String]| {
+            let d = set.dir.join(port.to_string());
+            std::fs::create_dir_all(&d).expect("dir");
+            Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&d)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (set REDIS_SERVER_BIN or put it on PATH; scripts/test.sh does)")
+        };
+        let m = node(master, &[]);
+        let r = node(replica, &["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+        set.children.extend([m, r]);
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = set.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor aside 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds aside 1000\nsentinel failover-timeout aside 5000\n",
+                    set.dir.display()
+                ),
+            )
+            .expect("sentinel.conf");
+            let child = Command::new(&bin)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server --sentinel");
+            set.children.push(child);
+            set.sentinels.push(port);
+        }
+        // Ready: the replica has synced, and every sentinel knows the master and the replica (a
+        // failover needs the replica).
+        let ready = eventually(Duration::from_secs(15), || async {
+            let link = try_redis_cli(replica, &["info", "replication"]).await;
+            if !link.contains("master_link_status:up") {
+                return false;
+            }
+            for s in &set.sentinels {
+                let replicas = try_redis_cli(*s, &["sentinel", "replicas", "aside"]).await;
+                if !replicas.contains(&replica.to_string()) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(ready.is_some(), "sentinel set did not come up (dir {})", set.dir.display());
+        set
+    }
+
+    /// `redis-sentinel://` URL in the form aside's config accepts.
+    pub fn url(&self) -> String {
+        let s = &self.sentinels;
+        format!(
+            "redis-sentinel://127.0.0.1:{}/0?node=127.0.0.1:{}&node=127.0.0.1:{}&sentinelServiceName=aside",
+            s[0], s[1], s[2]
+        )
+    }
+
+    fn signal(&self, port: u16, sig: &str) {
+        let idx = if port == self.master { 0 } else { 1 };
+        let pid = self.children[idx].id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().expect("kill").success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    pub fn pause_replica(&self) {
+        self.signal(self.replica, "-STOP");
+    }
+
+    pub fn resume_replica(&self) {
+        self.signal(self.replica, "-CONT");
+    }
+
+    pub fn kill_master(&mut self) {
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+    }
+
+    /// Has the sentinels promote the replica (`SENTINEL FAILOVER`, retried while a sentinel still
+    /// finds no good replica) and waits until they report it as the master.
+    pub async fn fail_over_to_replica(&self) {
+        let promoted = eventually(Duration::from_secs(20), || async {
+            let addr = try_redis_cli(self.sentinels[0], &["sentinel", "get-master-addr-by-name", "aside"]).await;
+            if addr.ends_with(&self.replica.to_string()) {
+                return try_redis_cli(self.replica, &["role"]).await.starts_with("master");
+            }
+            let _ = try_redis_cli(self.sentinels[0], &["sentinel", "failover", "aside"]).await;
+            false
+        })
+        .await;
+        assert!(promoted.is_some(), "the sentinels did not promote the replica");
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            // Quietly: the killed master is already gone.
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).stderr(Stdio::null()).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Like `redis_cli`, but an unreachable server is an empty answer (for polling).
+pub async fn try_redis_cli(port: u16, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
+}

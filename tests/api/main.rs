@@ -7,3 +7,4 @@ mod data;
 mod helpers;
 mod ops;
 mod pooler;
+mod redis_ha;

@@ -470,12 +470,12 @@ async fn every_log_line_of_a_request_carries_its_id_in_json_and_in_text() {
     }
 }
 
-/// Issue 7: the cache needs Redis >= 7.0 (`SET … NX GET`). Against an older server aside says so once,
+/// Issue 7: the cache needs Redis >= 4.0 (`master_replid`, DESIGN.md §2). Against an older server aside says so once,
 /// at connect, and every read is a BYPASS without a command sent; readiness reports `degraded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_older_than_7_is_named_once_and_the_cache_stays_in_bypass() {
-    // Arrange: the real binary, embedded SQLite, and a server that reports redis_version 6.2.14.
-    let fake = crate::helpers::FakeRedis::start("6.2.14").await;
+async fn a_redis_older_than_4_is_named_once_and_the_cache_stays_in_bypass() {
+    // Arrange: the real binary, embedded SQLite, and a server that reports redis_version 3.2.12.
+    let fake = crate::helpers::FakeRedis::start("3.2.12").await;
     let db = std::env::temp_dir().join(format!("aside-old-redis-{}.db", uuid::Uuid::new_v4().simple()));
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut child = aside_bin()
@@ -525,7 +525,7 @@ async fn a_redis_older_than_7_is_named_once_and_the_cache_stays_in_bypass() {
     // Once, at connect, with the version; a deferred invalidation may repeat the reason in its `error`.
     let warnings: Vec<&str> = out.lines().filter(|l| l.contains("\"redis_version\"")).collect();
     assert_eq!(warnings.len(), 1, "said once:\n{out}");
-    assert!(warnings[0].contains("older than 7.0"), "{}", warnings[0]);
+    assert!(warnings[0].contains("older than 4.0"), "{}", warnings[0]);
     let line: Value = serde_json::from_str(warnings[0]).expect("JSON");
-    assert_eq!((line["level"].as_str(), line["redis_version"].as_str()), (Some("WARN"), Some("6.2.14")));
+    assert_eq!((line["level"].as_str(), line["redis_version"].as_str()), (Some("WARN"), Some("3.2.12")));
 }
