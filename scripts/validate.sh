@@ -105,7 +105,8 @@ check_manifests() {
   helm_q template aside charts/aside -n aside -f charts/aside/values-k3d.yaml >"$WORK/chart-k3d.yaml"
   helm_q template aside charts/aside -n aside "${TOGGLES_OFF[@]}" >"$WORK/chart-off.yaml"
   helm_q template aside charts/aside -n aside --set postgres.enabled=false --set redis.enabled=false \
-    --set secrets.externalDatabaseUrl=postgres://db.example/aside --set secrets.externalRedisUrl=redis://cache.example:6379 \
+    --set secrets.externalDatabaseUrl=postgres://app@pgbouncer.example:6432/aside --set config.databasePooler=transaction \
+    --set-string 'secrets.externalRedisUrl=redis-sentinel://s1.example:26379/0?node=s2.example:26379&sentinelServiceName=aside' \
     >"$WORK/chart-external.yaml"
   local rc=0 v r n=0
   for v in $K8S_VERSIONS; do
