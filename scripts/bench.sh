@@ -29,11 +29,7 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-case "${1:-}" in -h | --help)
-  usage
-  exit 0
-  ;;
-esac
+help_exit "$@"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"

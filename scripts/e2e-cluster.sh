@@ -24,11 +24,7 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-case "${1:-}" in -h | --help)
-  usage
-  exit 0
-  ;;
-esac
+help_exit "$@"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ARGOCD_GOTOOLCHAIN="go1.27.3"

@@ -6,6 +6,14 @@ ASIDE_SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 
 # Prints the header comment of the calling script (line 2 up to `set -euo pipefail`).
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$ASIDE_SCRIPT"; }
+# Prints the usage and exits when the first argument asks for help; call as `help_exit "$@"`.
+help_exit() {
+  case "${1:-}" in -h | --help)
+    usage
+    exit 0
+    ;;
+  esac
+}
 log() { echo "==> $*" >&2; }
 die() {
   echo "$(basename "$ASIDE_SCRIPT"): $*" >&2
