@@ -141,6 +141,13 @@ impl RedisStore {
                 c.connection_timeout = Duration::from_millis(500);
                 c.internal_command_timeout = Duration::from_millis(500);
                 c.max_command_attempts = 1;
+                // Never follow MOVED/ASK: the command fails (BYPASS) instead. On MOVED fred still re-reads
+                // the slot map first, so the next command goes to the right node. Following ASK is what
+                // wedged the cache after a slot migration (fred 10.1 answers an ASK with ASKING, which
+                // with no attempt left fails and ends its routing task; with attempts left, it takes the
+                // next reply on that pipelined connection as ASKING's, which can belong to another
+                // command). DESIGN.md §2, "Redis Cluster".
+                c.max_redirections = 0;
                 // Notice a black-holed socket (no RST) and reconnect instead of waiting forever.
                 c.unresponsive.max_timeout = Some(Duration::from_secs(2));
                 c.unresponsive.interval = Duration::from_millis(500);
@@ -165,7 +172,9 @@ impl RedisStore {
         if !clustered {
             tokio::spawn(verifier(Arc::downgrade(&trust), client.clone(), client.reconnect_rx()));
         }
-        let _connection_task = pool.connect();
+        for client in pool.clients() {
+            tokio::spawn(keep_routing(client.clone(), Arc::downgrade(&trust)));
+        }
         let started = tokio::time::Instant::now();
         let budget = Duration::from_secs(1);
         let verified = tokio::time::timeout(budget, async {
@@ -322,6 +331,30 @@ impl RedisStore {
         }
         let _: Vec<Value> = self.bounded(pipe.all()).await?;
         Ok(())
+    }
+}
+
+/// Runs fred's routing task for `client` and starts it again whenever it ends with an error. fred ends
+/// it on some errors and never restarts it by itself (10.1: a redirection it cannot follow, or a failed
+/// cluster re-sync); the client then still looks connected and every later command waits for its timeout,
+/// for good. Ends when the client is closed (`quit`). Costs nothing per command.
+async fn keep_routing(client: Client, trust: Weak<Trust>) {
+    loop {
+        let ended = client.connect().await;
+        match ended {
+            Ok(Err(e)) if !e.is_canceled() => {
+                // The new routing task opens new connections: trust none of them until verified (the
+                // verifier also gets fred's reconnect notification; this only makes it certain).
+                match trust.upgrade() {
+                    Some(t) if t.reconnects.is_some() => t.set(None),
+                    Some(_) => {}
+                    None => return,
+                }
+                tracing::warn!(error = %e, "Redis connection task ended; starting it again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return,
+        }
     }
 }
 
