@@ -30,8 +30,8 @@ fn cluster_url() -> String {
     env_url("TEST_REDIS_CLUSTER_URL")
 }
 
-/// The slot-migration test moves slots every cluster test uses (`{list}`, `{rec:1}`…) and meets a fred
-/// defect there (see that test): it runs alone, the other cluster tests share.
+/// The slot-migration test moves slots every cluster test uses (`{list}`, `{rec:1}`…), so their commands
+/// would meet redirections (BYPASS) while it runs: it runs alone, the other cluster tests share.
 static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn sentinel_url() -> String {
