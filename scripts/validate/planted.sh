@@ -242,10 +242,10 @@ def job_needs workflow 'job "image" needs job "rusty" which does not exist' '.gi
 plant_job_needs() { sub .github/workflows/ci.yml $'  image:\n    name: image build + Trivy scan\n' $'  image:\n    name: image build + Trivy scan\n    needs: [rusty]\n'; }
 
 def untrusted_input workflow 'github.head_ref' '.github/workflows/ci.yml: ${{ github.head_ref }} in run:'
-plant_untrusted_input() { sub .github/workflows/ci.yml 'run: cargo fmt --all -- --check' 'run: echo "${{ github.head_ref }}" && cargo fmt --all -- --check'; }
+plant_untrusted_input() { sub .github/workflows/ci.yml 'run: scripts/test.sh' 'run: echo "${{ github.head_ref }}" && scripts/test.sh'; }
 
 def unpinned_uses workflow 'unpinned-uses' '.github/workflows/ci.yml: uses: example-org/setup-thing@main'
-plant_unpinned_uses() { sub .github/workflows/ci.yml $'      - name: cargo fmt\n' $'      - uses: example-org/setup-thing@main\n      - name: cargo fmt\n'; }
+plant_unpinned_uses() { sub .github/workflows/ci.yml $'      - name: scripts/test.sh\n' $'      - uses: example-org/setup-thing@main\n      - name: scripts/test.sh\n'; }
 
 def help_mode deploy-help 'does not document --local-git' 'scripts/deploy.sh: the --local-git usage line removed'
 plant_help_mode() { del_line scripts/deploy.sh '#   --local-git'; }
