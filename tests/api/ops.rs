@@ -219,6 +219,26 @@ fn aside_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aside"))
 }
 
+/// Starts the real binary (`cmd`, its env set) on a free loopback port with stdout piped, and waits until
+/// `/ready` answers 200: the child, the base URL and a client.
+async fn start_ready(mut cmd: Command) -> (std::process::Child, String, reqwest::Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = cmd
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+    (child, url, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_documents_migrates_probes_and_rejects_bad_config() {
     let help = aside_bin().arg("--help").output().expect("run");
@@ -255,23 +275,11 @@ async fn the_command_line_documents_migrates_probes_and_rejects_bad_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_exits_zero_on_sigterm() {
     let db = fresh_database().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = aside_bin()
-        .env("DATABASE_URL", &db)
+    let mut cmd = aside_bin();
+    cmd.env("DATABASE_URL", &db)
         .env("REDIS_URL", std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL"))
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("SHUTDOWN_DRAIN_SECONDS", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(10), || async {
-        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up.is_some(), "ready");
+        .env("SHUTDOWN_DRAIN_SECONDS", "1");
+    let (mut child, url, client) = start_ready(cmd).await;
     let r = client.get(format!("{url}/data/1")).header("x-request-id", "trace-me-123").send().await.expect("get");
     assert_eq!(r.status(), 404);
     let pid = child.id().to_string();
@@ -386,24 +394,9 @@ async fn a_metrics_encoding_failure_on_the_api_port_is_a_problem_too() {
 /// returns everything it wrote to stdout.
 async fn logs_of_two_failing_requests(format: &str, get_id: &str, post_id: &str) -> String {
     let db = fresh_database().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = aside_bin()
-        .env("DATABASE_URL", &db)
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("SHUTDOWN_DRAIN_SECONDS", "0")
-        .env("LOG_FORMAT", format)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(10), || async {
-        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up.is_some(), "ready");
+    let mut cmd = aside_bin();
+    cmd.env("DATABASE_URL", &db).env("SHUTDOWN_DRAIN_SECONDS", "0").env("LOG_FORMAT", format).env("RUST_LOG", "info");
+    let (mut child, url, client) = start_ready(cmd).await;
     let admin = sea_orm::Database::connect(crate::helpers::direct_url(&db)).await.expect("admin connection");
     use sea_orm::ConnectionTrait;
     admin.execute_unprepared("DROP TABLE records").await.expect("drop table");
@@ -477,24 +470,12 @@ async fn a_redis_older_than_4_is_named_once_and_the_cache_stays_in_bypass() {
     // Arrange: the real binary, embedded SQLite, and a server that reports redis_version 3.2.12.
     let fake = crate::helpers::FakeRedis::start("3.2.12").await;
     let db = std::env::temp_dir().join(format!("aside-old-redis-{}.db", uuid::Uuid::new_v4().simple()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = aside_bin()
-        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
+    let mut cmd = aside_bin();
+    cmd.env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
         .env("REDIS_URL", fake.url())
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("SHUTDOWN_DRAIN_SECONDS", "0")
-        .env("LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(10), || async {
-        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up.is_some(), "ready");
+        .env("LOG_FORMAT", "json");
+    let (mut child, url, client) = start_ready(cmd).await;
 
     // Act
     let created: Value = client
