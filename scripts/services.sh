@@ -305,6 +305,7 @@ EOF
     }
   done
   export REDIS_SENTINEL_PORTS="${sentinels[*]}"
+  export REDIS_SENTINEL_MASTER_PORT="$master" REDIS_SENTINEL_REPLICA_PORT="$replica"
   export TEST_REDIS_SENTINEL_URL="redis-sentinel://127.0.0.1:${sentinels[0]}/0?node=127.0.0.1:${sentinels[1]}&node=127.0.0.1:${sentinels[2]}&sentinelServiceName=aside"
 }
 
