@@ -217,6 +217,12 @@ async fn concurrent_misses_on_one_key_cause_one_database_read() {
     // Arrange: the first miss parks before its fill until every other request has joined it.
     let (hook, gate) = FillGate::hook("}:body");
     let app = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    stampede(&app, gate).await;
+}
+
+/// 25 concurrent GETs of one uncached record on `app` (whose fill hook `gate` holds the first miss until
+/// the other 24 joined its flight): every one answers MISS with the record, one database read in all.
+pub(crate) async fn stampede(app: &TestApp, gate: FillGate) {
     let rec = app.create("stampede", json!("hot")).await;
     let id = rec["id"].as_i64().expect("id");
     let before = app.metric("aside_db_queries_total{op=\"get\"}").await;

@@ -16,7 +16,7 @@ use fred::prelude::{ClientLike, KeysInterface};
 use serde_json::{Value, json};
 
 use crate::{
-    cache::{cache_aside_flow, slow_miss_race},
+    cache::{cache_aside_flow, slow_miss_race, stampede},
     helpers::{
         FillGate, SentinelSet, TestApp, cluster_ports, eventually, redis_cli, spawn_app_with, try_redis_cli, x_cache,
     },
@@ -85,6 +85,18 @@ async fn on_a_redis_cluster_a_slow_miss_that_began_before_a_write_never_fills_th
     .await;
     let b = a.peer().await;
     slow_miss_race(&a, gate, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_concurrent_misses_on_one_key_cause_one_database_read() {
+    let _shared = CLUSTER.read().await;
+    let (hook, gate) = FillGate::hook("}:body");
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(cluster_url());
+        c.fill_hook = Some(hook);
+    })
+    .await;
+    stampede(&app, gate).await;
 }
 
 /// Every multi-key command the cache sends (`MGET token entry`, the fill script on both) names keys of
@@ -324,6 +336,29 @@ async fn through_redis_sentinel_a_write_on_one_replica_is_seen_by_a_second_repli
     assert_eq!(x_cache(&b.get_data(id).await), "HIT");
     assert_eq!(a.put_data(id, &json!({"value": "v2"})).await.status(), 200);
     assert_eq!(value_of(b.get_data(id).await).await, "v2", "PUT on A seen by B's next read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_redis_sentinel_a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
+    let (hook, gate) = FillGate::hook("}:body");
+    let a = spawn_app_with(|c| {
+        c.redis_url = Some(sentinel_url());
+        c.fill_hook = Some(hook);
+    })
+    .await;
+    let b = a.peer().await;
+    slow_miss_race(&a, gate, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_redis_sentinel_concurrent_misses_on_one_key_cause_one_database_read() {
+    let (hook, gate) = FillGate::hook("}:body");
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(sentinel_url());
+        c.fill_hook = Some(hook);
+    })
+    .await;
+    stampede(&app, gate).await;
 }
 
 /// The reported failover: the replica is cut off (its link killed, the process paused), a PUT is
