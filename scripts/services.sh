@@ -39,6 +39,25 @@
 
 _svc_log() { echo "==> services: $*" >&2; }
 
+# Runs CMD... every 50 ms until it succeeds (0) or TRIES attempts failed (1).
+_svc_until() {
+  local tries="$1" i
+  shift
+  for ((i = 0; i < tries; i++)); do
+    "$@" && return 0
+    sleep 0.05
+  done
+  return 1
+}
+_svc_dead() { ! kill -0 "$1" 2>/dev/null; }
+
+# TERM (after CONT: a paused process cannot act on it), up to 10 s to exit, then KILL.
+_svc_terminate() {
+  kill -CONT "$1" 2>/dev/null || true
+  kill -TERM "$1" 2>/dev/null || true
+  _svc_until 200 _svc_dead "$1" || kill -KILL "$1" 2>/dev/null || true
+}
+
 # Locate initdb/pg_ctl: Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH.
 _svc_find_pg_bin() {
   local best
@@ -165,27 +184,16 @@ redis_start() {
     --daemonize yes --pidfile "$SERVICES_DIR/redis/redis.pid" --dir "$SERVICES_DIR/redis" \
     --logfile "$SERVICES_DIR/redis/redis.log" --maxmemory 256mb --maxmemory-policy allkeys-lru \
     >/dev/null
-  local i
-  for ((i = 0; i < 100; i++)); do
-    [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]] && return 0
-    sleep 0.05
-  done
-  echo "services.sh: redis-server did not answer on port $REDIS_PORT" >&2
+  _svc_wait_ping "$REDIS_PORT" && return 0
   tail -n 20 "$SERVICES_DIR/redis/redis.log" >&2 || true
   return 1
 }
 
 redis_stop() {
-  local pid i
+  local pid
   pid="$(_svc_redis_pid)"
   [[ -n "$pid" ]] || return 0
-  kill -CONT "$pid" 2>/dev/null || true # a paused Redis cannot act on SIGTERM
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL "$pid" 2>/dev/null || true
+  _svc_terminate "$pid"
   rm -f "$SERVICES_DIR/redis/redis.pid"
 }
 
@@ -203,13 +211,10 @@ _svc_redis_node() {
     --logfile "$SERVICES_DIR/$name/redis.log" "$@" >/dev/null
 }
 
+_svc_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PONG ]]; }
 _svc_wait_ping() {
-  local port="$1" i
-  for ((i = 0; i < 100; i++)); do
-    [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
-    sleep 0.05
-  done
-  echo "services.sh: redis on port $port did not answer" >&2
+  _svc_until 100 _svc_pong "$1" && return 0
+  echo "services.sh: redis on port $1 did not answer" >&2
   return 1
 }
 
@@ -233,7 +238,7 @@ _svc_new_port() {
 # Three masters, no replicas; `redis-cli --cluster create` assigns the slots. allkeys-lru as in every
 # deployment of the service.
 redis_cluster_start() {
-  local ports=() nodes=() p i ok
+  local ports=() nodes=() p i
   for i in 1 2 3; do
     p="$(_svc_new_port)" || return 1
     _svc_taken="$_svc_taken $((p + 10000))"
@@ -249,20 +254,18 @@ redis_cluster_start() {
     return 1
   }
   # `create` returns once the slots are assigned; every node must agree before clients connect.
-  for ((i = 0; i < 200; i++)); do
-    ok=0
-    for p in "${ports[@]}"; do
-      redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
-    done
-    if ((ok == 3)); then
-      export REDIS_CLUSTER_PORTS="${ports[*]}"
-      export TEST_REDIS_CLUSTER_URL="redis-cluster://127.0.0.1:${ports[0]}?node=127.0.0.1:${ports[1]}&node=127.0.0.1:${ports[2]}"
-      return 0
-    fi
-    sleep 0.05
+  _svc_until 200 _svc_cluster_ok "${ports[@]}" || {
+    echo "services.sh: the redis cluster never reached cluster_state:ok" >&2
+    return 1
+  }
+  export REDIS_CLUSTER_PORTS="${ports[*]}"
+  export TEST_REDIS_CLUSTER_URL="redis-cluster://127.0.0.1:${ports[0]}?node=127.0.0.1:${ports[1]}&node=127.0.0.1:${ports[2]}"
+}
+_svc_cluster_ok() { # PORT...: every node says cluster_state:ok
+  local p
+  for p in "$@"; do
+    redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
   done
-  echo "services.sh: the redis cluster never reached cluster_state:ok" >&2
-  return 1
 }
 
 # Master + one replica + three sentinels (quorum 2) for the service name `aside`. Tests that kill a
@@ -295,11 +298,7 @@ EOF
     "$REDIS_SERVER_BIN" "$SERVICES_DIR/sentinel-$s/sentinel.conf" --sentinel >/dev/null
   done
   for s in "${sentinels[@]}"; do
-    for ((i = 0; i < 100; i++)); do
-      [[ "$(redis-cli -h 127.0.0.1 -p "$s" sentinel get-master-addr-by-name aside 2>/dev/null | tail -n1)" == "$master" ]] && break
-      sleep 0.05
-    done
-    ((i < 100)) || {
+    _svc_until 100 _svc_sentinel_names "$s" "$master" || {
       echo "services.sh: the sentinel on port $s does not know the master" >&2
       return 1
     }
@@ -307,6 +306,10 @@ EOF
   export REDIS_SENTINEL_PORTS="${sentinels[*]}"
   export REDIS_SENTINEL_MASTER_PORT="$master" REDIS_SENTINEL_REPLICA_PORT="$replica"
   export TEST_REDIS_SENTINEL_URL="redis-sentinel://127.0.0.1:${sentinels[0]}/0?node=127.0.0.1:${sentinels[1]}&node=127.0.0.1:${sentinels[2]}&sentinelServiceName=aside"
+}
+
+_svc_sentinel_names() { # SENTINEL-PORT MASTER-PORT: the sentinel names that port as the master
+  [[ "$(redis-cli -h 127.0.0.1 -p "$1" sentinel get-master-addr-by-name aside 2>/dev/null | tail -n1)" == "$2" ]]
 }
 
 # Stops the cluster nodes and the sentinel set (KILL: they hold nothing worth a clean shutdown).
@@ -360,28 +363,18 @@ pgbouncer_start() {
     tail -n 20 "$SERVICES_DIR/pgbouncer/pgbouncer.log" >&2 || true
     return 1
   }
-  local i
-  for ((i = 0; i < 100; i++)); do
-    if psql -qAt -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres -d aside -c 'SELECT 1' >/dev/null 2>&1; then
-      return 0
-    fi
-    sleep 0.05
-  done
+  _svc_until 100 psql -qAt -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres -d aside -c 'SELECT 1' \
+    >/dev/null 2>&1 && return 0
   echo "services.sh: pgbouncer did not answer on port $PGBOUNCER_PORT" >&2
   tail -n 20 "$SERVICES_DIR/pgbouncer/pgbouncer.log" >&2 || true
   return 1
 }
 
 pgbouncer_stop() {
-  local pid i
+  local pid
   pid="$(cat "$SERVICES_DIR/pgbouncer/pgbouncer.pid" 2>/dev/null)"
   [[ -n "$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true # TERM: immediate shutdown (INT would wait for clients)
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL "$pid" 2>/dev/null || true
+  _svc_terminate "$pid" # TERM: immediate shutdown (INT would wait for clients)
   rm -f "$SERVICES_DIR/pgbouncer/pgbouncer.pid"
 }
 

@@ -42,6 +42,17 @@ async fn on(url: String) -> TestApp {
     spawn_app_with(|c| c.redis_url = Some(url)).await
 }
 
+/// An instance on `url` whose fills of record entries park at the returned gate.
+async fn on_gated(url: String) -> (TestApp, FillGate) {
+    let (hook, gate) = FillGate::hook("}:body");
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(url);
+        c.fill_hook = Some(hook);
+    })
+    .await;
+    (app, gate)
+}
+
 async fn value_of(r: reqwest::Response) -> Value {
     r.json::<Value>().await.expect("json")["value"].clone()
 }
@@ -77,12 +88,7 @@ async fn on_a_redis_cluster_a_write_on_one_replica_is_seen_by_a_second_replica_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
     let _shared = CLUSTER.read().await;
-    let (hook, gate) = FillGate::hook("}:body");
-    let a = spawn_app_with(|c| {
-        c.redis_url = Some(cluster_url());
-        c.fill_hook = Some(hook);
-    })
-    .await;
+    let (a, gate) = on_gated(cluster_url()).await;
     let b = a.peer().await;
     slow_miss_race(&a, gate, &b).await;
 }
@@ -90,12 +96,7 @@ async fn on_a_redis_cluster_a_slow_miss_that_began_before_a_write_never_fills_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_redis_cluster_concurrent_misses_on_one_key_cause_one_database_read() {
     let _shared = CLUSTER.read().await;
-    let (hook, gate) = FillGate::hook("}:body");
-    let app = spawn_app_with(|c| {
-        c.redis_url = Some(cluster_url());
-        c.fill_hook = Some(hook);
-    })
-    .await;
+    let (app, gate) = on_gated(cluster_url()).await;
     stampede(&app, gate).await;
 }
 
@@ -340,24 +341,14 @@ async fn through_redis_sentinel_a_write_on_one_replica_is_seen_by_a_second_repli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_redis_sentinel_a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
-    let (hook, gate) = FillGate::hook("}:body");
-    let a = spawn_app_with(|c| {
-        c.redis_url = Some(sentinel_url());
-        c.fill_hook = Some(hook);
-    })
-    .await;
+    let (a, gate) = on_gated(sentinel_url()).await;
     let b = a.peer().await;
     slow_miss_race(&a, gate, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_redis_sentinel_concurrent_misses_on_one_key_cause_one_database_read() {
-    let (hook, gate) = FillGate::hook("}:body");
-    let app = spawn_app_with(|c| {
-        c.redis_url = Some(sentinel_url());
-        c.fill_hook = Some(hook);
-    })
-    .await;
+    let (app, gate) = on_gated(sentinel_url()).await;
     stampede(&app, gate).await;
 }
 
