@@ -97,6 +97,12 @@ start_replica() { # NAME [PORT]: start `aside serve` (same port again on restart
   PIDS+=("${PID[$name]}")
 }
 url_of() { echo "http://127.0.0.1:${PORT[$1]}"; }
+start_two() { # replicas a and b, both ready (started together: their start-ups overlap)
+  start_replica a
+  start_replica b
+  wait_ready a
+  wait_ready b
+}
 http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
 wait_ready() { # NAME
   local i
@@ -201,10 +207,7 @@ wait_haproxy_up() {
 
 # --- drills ---------------------------------------------------------------------------------------
 drill_rolling_restart() {
-  start_replica a
-  start_replica b
-  wait_ready a
-  wait_ready b
+  start_two
   local fe
   fe="$(_svc_free_port)"
   HA_STATS="$(_svc_free_port "$fe")"
@@ -297,10 +300,7 @@ drill_postgres_outage() {
 }
 
 drill_race() {
-  start_replica a
-  start_replica b
-  wait_ready a
-  wait_ready b
+  start_two
   start_load --target "$(url_of a)" --target "$(url_of b)" --duration 30 --records 16 \
     --readers 8 --writers 4 --write-interval 0
   sleep 10
@@ -326,10 +326,7 @@ drill_reshard() {
   read -ra ports <<<"$REDIS_CLUSTER_PORTS"
   seed="127.0.0.1:${ports[0]}"
   DRILL_REDIS_URL="$TEST_REDIS_CLUSTER_URL"
-  start_replica a
-  start_replica b
-  wait_ready a
-  wait_ready b
+  start_two
   # 64 records: enough that several live in slots that move (checked below, not assumed).
   start_load --target "$(url_of a)" --target "$(url_of b)" --duration 150 --records 64 --readers 6 \
     --writers 2 --write-interval 0.02
@@ -414,10 +411,7 @@ drill_sentinel_failover() {
   mpid="$(cat "$SERVICES_DIR/sentinel-master/redis.pid")"
   rpid="$(cat "$SERVICES_DIR/sentinel-replica/redis.pid")"
   DRILL_REDIS_URL="$TEST_REDIS_SENTINEL_URL"
-  start_replica a
-  start_replica b
-  wait_ready a
-  wait_ready b
+  start_two
   # Writer 0 stops at the master's death, so its records keep a lost write as their newest one (the
   # hazard stays observable); writer 1 writes on through the failover.
   start_load --target "$(url_of a)" --target "$(url_of b)" --duration 70 --records 20 --readers 6 \
