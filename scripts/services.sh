@@ -16,6 +16,10 @@
 #                         #     sentinelServiceName=aside: master + 1 replica, 3 sentinels, quorum 2
 #                         #     (REDIS_SENTINEL_PORTS)
 #                         #   PG_PORT REDIS_PORT PGBOUNCER_PORT SERVICES_DIR PG_BIN REDIS_SERVER_BIN
+#                         #   TEST_OTLP_ENDPOINT http://127.0.0.1:$OTLP_PORT: an OpenTelemetry Collector's OTLP/HTTP
+#                         #     receiver, when OTELCOL_BIN names the binary (scripts/otelcol.sh builds it)
+#                         #   TEST_OTLP_FILE     where that collector writes every span it receives (fileexporter,
+#                         #     OTLP JSON, one export request a line)
 #   pg_stop / pg_start    # stop / start Postgres again on the SAME port and data (outage drills)
 #   redis_stop / redis_start   # the same for Redis (it keeps nothing on disk: it comes back empty)
 #   redis_pause / redis_resume # SIGSTOP / SIGCONT: a frozen Redis that still accepts TCP
@@ -32,7 +36,8 @@
 #
 # Knobs: SERVICES_TMP (parent of the temp dir, default /tmp; must be reachable by the postgres user),
 #        PG_MAX_CONNECTIONS (default 200), PGBOUNCER_POOL_SIZE (server connections per database, default 3),
-#        SKIP_REDIS_HA=1 (no cluster, no sentinels: the tests that need them then fail saying so).
+#        SKIP_REDIS_HA=1 (no cluster, no sentinels: the tests that need them then fail saying so),
+#        OTELCOL_BIN (path of the collector binary; unset = no collector, the trace tests then fail saying so).
 #
 # This file only defines functions (and sets no shell options) so it is safe to source from
 # scripts that run under `set -euo pipefail`.
@@ -308,6 +313,61 @@ EOF
   export TEST_REDIS_SENTINEL_URL="redis-sentinel://127.0.0.1:${sentinels[0]}/0?node=127.0.0.1:${sentinels[1]}&node=127.0.0.1:${sentinels[2]}&sentinelServiceName=aside"
 }
 
+# The OpenTelemetry Collector the trace tests export to: OTLP over HTTP on a free port, every span written to
+# a JSON-lines file. Its own telemetry is off (by default it would serve metrics on the fixed port 8888).
+otelcol_start() {
+  local dir="$SERVICES_DIR/otelcol" i
+  mkdir -p "$dir"
+  OTLP_PORT="$(_svc_free_port "$PG_PORT")" || return 1
+  cat >"$dir/config.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:$OTLP_PORT
+exporters:
+  file:
+    path: $dir/spans.jsonl
+    flush_interval: 50ms
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file]
+EOF
+  "$OTELCOL_BIN" --config "file:$dir/config.yaml" >"$dir/otelcol.log" 2>&1 &
+  echo $! >"$dir/otelcol.pid"
+  for ((i = 0; i < 200; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$OTLP_PORT") 2>/dev/null; then
+      export OTLP_PORT TEST_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" TEST_OTLP_FILE="$dir/spans.jsonl"
+      return 0
+    fi
+    kill -0 "$(cat "$dir/otelcol.pid")" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "services.sh: the OpenTelemetry Collector did not listen on port $OTLP_PORT" >&2
+  tail -n 20 "$dir/otelcol.log" >&2 || true
+  return 1
+}
+
+otelcol_stop() {
+  local pid i
+  pid="$(cat "$SERVICES_DIR/otelcol/otelcol.pid" 2>/dev/null)"
+  [[ -n "$pid" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$SERVICES_DIR/otelcol/otelcol.pid"
+}
+
 # Stops the cluster nodes and the sentinel set (KILL: they hold nothing worth a clean shutdown).
 _svc_redis_ha_stop() {
   local f pid
@@ -434,6 +494,11 @@ services_start() {
     _svc_log "redis cluster on ${REDIS_CLUSTER_PORTS// /,}, sentinels on ${REDIS_SENTINEL_PORTS// /,}"
   fi
 
+  if [[ -n "${OTELCOL_BIN:-}" ]]; then
+    otelcol_start || return 1
+    _svc_log "otelcol OTLP/HTTP on 127.0.0.1:$OTLP_PORT, spans to $TEST_OTLP_FILE"
+  fi
+
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/aside"
   export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
   export TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/aside"
@@ -443,6 +508,7 @@ services_start() {
 services_stop() {
   [[ -n "${SERVICES_DIR:-}" && -d "$SERVICES_DIR" ]] || return 0
   pgbouncer_stop || true
+  otelcol_stop || true
   redis_stop || true
   _svc_redis_ha_stop || true
   if [[ -f "$SERVICES_DIR/pg/data/postmaster.pid" ]]; then
