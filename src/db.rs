@@ -195,7 +195,7 @@ impl From<DbErr> for ApiError {
     /// Connection trouble is 503, anything else 500; the full error goes to the log, never to the client.
     /// Here, not in `error`, so the error layer stays below the database layer (no import circle).
     fn from(e: DbErr) -> Self {
-        traces::record_failure(failure_kind(&e));
+        traces::record_failure(|| failure_kind(&e));
         if is_unavailable(&e) {
             tracing::warn!(error = ?e, "database unavailable");
             Self::unavailable()

@@ -357,6 +357,9 @@ impl Traces {
         let span = cx.span();
         if span.is_recording() {
             let matched = route != "unmatched";
+            // HTTP semantic conventions: `{method} {route}`, the method alone without a route, `HTTP` for
+            // a method outside the registered set.
+            let method = if method == "_OTHER" { "HTTP" } else { method };
             span.update_name(if matched { format!("{method} {route}") } else { method.to_owned() });
             if matched {
                 span.set_attribute(KeyValue::new("http.route", route));
@@ -503,14 +506,14 @@ pub fn child(name: &'static str, kind: SpanKind, attrs: impl FnOnce() -> Vec<Key
 
 /// Records on the running request's span what went wrong (an `exception` event): `kind` names the
 /// failure class, never its message (DESIGN.md, "Traces": no secrets in spans).
-pub fn record_failure(kind: &'static str) {
+pub fn record_failure(kind: impl FnOnce() -> &'static str) {
     if !ACTIVE.load(Ordering::Relaxed) {
         return;
     }
     Context::map_current(|cx| {
         let span = cx.span();
         if span.is_recording() {
-            span.add_event("exception", vec![KeyValue::new("exception.type", kind)]);
+            span.add_event("exception", vec![KeyValue::new("exception.type", kind())]);
         }
     });
 }

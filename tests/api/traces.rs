@@ -11,6 +11,7 @@ use std::{
 };
 
 use aside::{config::Config, traces::TraceConfig};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
@@ -241,6 +242,29 @@ async fn a_5xx_marks_the_server_span_failed_and_a_4xx_does_not() {
     let spans = wait_for_spans(&nf_trace, 1).await;
     let server = named(&spans, "GET /data/{id}").expect("server span");
     assert_ne!(server["status"]["code"], STATUS_ERROR, "a 404 is the client's: {server:#?}");
+
+    // A database failure: the statement's span and the server span say what kind, never the message
+    // (Postgres' text names the relation here; in general it can carry values).
+    app.db.execute_unprepared("DROP TABLE records").await.expect("drop");
+    let db_trace = random_hex(32);
+    let r = get_traced(&app, "/data/1", &format!("00-{db_trace}-{}-01", random_hex(16)), "tdb").await;
+    assert_eq!(r.status(), 500);
+    flush(&app).await;
+    let spans = wait_for_spans(&db_trace, 3).await;
+    let select = named(&spans, "SELECT records").expect("db span");
+    assert_eq!(
+        (select["status"]["code"].as_i64(), attr_str(select, "error.type")),
+        (Some(STATUS_ERROR), Some("database error"))
+    );
+    let server = named(&spans, "GET /data/{id}").expect("server span");
+    assert_eq!(server["status"]["code"], STATUS_ERROR);
+    let event = &server["events"][0];
+    assert_eq!(
+        (event["name"].as_str(), attr_str(event, "exception.type")),
+        (Some("exception"), Some("database error"))
+    );
+    let all = serde_json::to_string(&spans).expect("json");
+    assert!(!all.contains("does not exist") && !all.contains("relation"), "no error text in spans: {all}");
 }
 
 /// The sampled flag of the response's `traceparent` for a request sent with `parent` (None = none).
