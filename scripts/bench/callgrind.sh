@@ -13,7 +13,8 @@
 # Starts its own Postgres and Redis (scripts/services.sh, SKIP_REDIS_HA=1), seeds 40000 records, and stops
 # everything however it ends. Build the binary with `cargo build --profile profiling`. Prints one line:
 #   <mode> <instructions per request> (<requests> requests, X-Cache deltas from /metrics)
-# Knobs: DURATION (seconds of measured wrk, default 5), WARMUP (seconds, default 3).
+# Knobs: DURATION (seconds of measured wrk, default 5), WARMUP (seconds, default 3), KEEP_DUMP=path (copy the
+# callgrind dump there, for callgrind_annotate).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -93,7 +94,7 @@ warm="$WORK/hit.lua"
 wrk -t1 -c8 -d"${WARMUP:-3}s" -s "$warm" "http://127.0.0.1:$PORT" >/dev/null
 lookups() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v o="$1" '$1 == "aside_cache_lookups_total{outcome=\"" o "\"}" { print $2 }'; }
 hits0="$(lookups hit)" miss0="$(lookups miss)"
-# The /metrics scrapes around the run are counted too: 2 requests of ~thousands, noted, not subtracted.
+# The /metrics scrapes before -z and after -d fall outside the measured window.
 callgrind_control -z "$VG_PID" >/dev/null
 out="$(wrk -t1 -c8 -d"${DURATION:-5}s" -s "$WORK/$MODE.lua" "http://127.0.0.1:$PORT")"
 callgrind_control -d "$VG_PID" >/dev/null
@@ -102,5 +103,6 @@ requests="$(echo "$out" | awk '/requests in/ { print $1 }')"
 sleep 1
 dumps=("$WORK"/cg.*.1) # callgrind_control -d: the first dump of the process
 dump="${dumps[0]}"
+[[ -n "${KEEP_DUMP:-}" ]] && cp "$dump" "$KEEP_DUMP"
 total="$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")"
 echo "$MODE $((total / requests)) instructions per request ($requests requests; X-Cache: $hits hit, $misses miss)"

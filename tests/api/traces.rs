@@ -144,6 +144,16 @@ async fn a_miss_and_a_hit_continue_the_callers_trace_with_cache_and_database_spa
     let (hit_trace, hit_parent) = (random_hex(32), random_hex(16));
     let r = get_traced(&app, &path, &format!("00-{hit_trace}-{hit_parent}-01"), "trace-hit-1").await;
     assert_eq!(r.headers()["x-cache"], "HIT");
+    // tracestate travels with the trace and comes back on the response.
+    let r = app
+        .client
+        .get(format!("{}/health", app.addr))
+        .header("traceparent", format!("00-{hit_trace}-{hit_parent}-01"))
+        .header("tracestate", "vendor=opaque-1,other=x")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.headers()["tracestate"], "vendor=opaque-1,other=x");
     flush(&app).await;
 
     // MISS: server span, then lookup, database read and fill as its children.
@@ -179,7 +189,8 @@ async fn a_miss_and_a_hit_continue_the_callers_trace_with_cache_and_database_spa
     let server = named(&spans, "GET /data/{id}").expect("server span");
     assert_eq!(attr_str(server, "aside.cache.outcome"), Some("hit"));
     assert_eq!(attr(named(&spans, "cache lookup").expect("lookup"), "aside.cache.hit"), Some(&json!(true)));
-    let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> =
+        spans.iter().filter(|s| s["name"] != "GET /health").filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(names.len(), 2, "a HIT is the server span and its lookup only: {names:?}");
 }
 
