@@ -16,6 +16,10 @@
 #                         #     sentinelServiceName=aside: master + 1 replica, 3 sentinels, quorum 2
 #                         #     (REDIS_SENTINEL_PORTS)
 #                         #   PG_PORT REDIS_PORT PGBOUNCER_PORT SERVICES_DIR PG_BIN REDIS_SERVER_BIN
+#                         #   TEST_OTLP_ENDPOINT http://127.0.0.1:$OTLP_PORT: an OpenTelemetry Collector's OTLP/HTTP
+#                         #     receiver, when OTELCOL_BIN names the binary (scripts/otelcol.sh builds it)
+#                         #   TEST_OTLP_FILE     where that collector writes every span it receives (fileexporter,
+#                         #     OTLP JSON, one export request a line)
 #   pg_stop / pg_start    # stop / start Postgres again on the SAME port and data (outage drills)
 #   redis_stop / redis_start   # the same for Redis (it keeps nothing on disk: it comes back empty)
 #   redis_pause / redis_resume # SIGSTOP / SIGCONT: a frozen Redis that still accepts TCP
@@ -32,7 +36,8 @@
 #
 # Knobs: SERVICES_TMP (parent of the temp dir, default /tmp; must be reachable by the postgres user),
 #        PG_MAX_CONNECTIONS (default 200), PGBOUNCER_POOL_SIZE (server connections per database, default 3),
-#        SKIP_REDIS_HA=1 (no cluster, no sentinels: the tests that need them then fail saying so).
+#        SKIP_REDIS_HA=1 (no cluster, no sentinels: the tests that need them then fail saying so),
+#        OTELCOL_BIN (path of the collector binary; unset = no collector, the trace tests then fail saying so).
 #
 # This file only defines functions (and sets no shell options) so it is safe to source from
 # scripts that run under `set -euo pipefail`.
@@ -50,6 +55,8 @@ _svc_until() {
   return 1
 }
 _svc_dead() { ! kill -0 "$1" 2>/dev/null; }
+# PORT PID: something listens on 127.0.0.1:PORT, or PID is gone (no point waiting then)
+_svc_listening_or_dead() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null || _svc_dead "$2"; }
 
 # TERM (after CONT: a paused process cannot act on it), up to 10 s to exit, then KILL.
 _svc_terminate() {
@@ -312,6 +319,53 @@ _svc_sentinel_names() { # SENTINEL-PORT MASTER-PORT: the sentinel names that por
   [[ "$(redis-cli -h 127.0.0.1 -p "$1" sentinel get-master-addr-by-name aside 2>/dev/null | tail -n1)" == "$2" ]]
 }
 
+# The OpenTelemetry Collector the trace tests export to: OTLP over HTTP on a free port, every span written to
+# a JSON-lines file. Its own telemetry is off (by default it would serve metrics on the fixed port 8888).
+otelcol_start() {
+  local dir="$SERVICES_DIR/otelcol"
+  mkdir -p "$dir"
+  OTLP_PORT="$(_svc_free_port "$PG_PORT")" || return 1
+  cat >"$dir/config.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:$OTLP_PORT
+exporters:
+  file:
+    path: $dir/spans.jsonl
+    flush_interval: 50ms
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file]
+EOF
+  "$OTELCOL_BIN" --config "file:$dir/config.yaml" >"$dir/otelcol.log" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$dir/otelcol.pid"
+  if _svc_until 200 _svc_listening_or_dead "$OTLP_PORT" "$pid" && ! _svc_dead "$pid"; then
+    export OTLP_PORT TEST_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" TEST_OTLP_FILE="$dir/spans.jsonl"
+    return 0
+  fi
+  echo "services.sh: the OpenTelemetry Collector did not listen on port $OTLP_PORT" >&2
+  tail -n 20 "$dir/otelcol.log" >&2 || true
+  return 1
+}
+
+otelcol_stop() {
+  local pid
+  pid="$(cat "$SERVICES_DIR/otelcol/otelcol.pid" 2>/dev/null)"
+  [[ -n "$pid" ]] || return 0
+  _svc_terminate "$pid"
+  rm -f "$SERVICES_DIR/otelcol/otelcol.pid"
+}
+
 # Stops the cluster nodes and the sentinel set (KILL: they hold nothing worth a clean shutdown).
 _svc_redis_ha_stop() {
   local f pid
@@ -428,6 +482,11 @@ services_start() {
     _svc_log "redis cluster on ${REDIS_CLUSTER_PORTS// /,}, sentinels on ${REDIS_SENTINEL_PORTS// /,}"
   fi
 
+  if [[ -n "${OTELCOL_BIN:-}" ]]; then
+    otelcol_start || return 1
+    _svc_log "otelcol OTLP/HTTP on 127.0.0.1:$OTLP_PORT, spans to $TEST_OTLP_FILE"
+  fi
+
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/aside"
   export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
   export TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/aside"
@@ -437,6 +496,7 @@ services_start() {
 services_stop() {
   [[ -n "${SERVICES_DIR:-}" && -d "$SERVICES_DIR" ]] || return 0
   pgbouncer_stop || true
+  otelcol_stop || true
   redis_stop || true
   _svc_redis_ha_stop || true
   if [[ -f "$SERVICES_DIR/pg/data/postmaster.pid" ]]; then

@@ -16,6 +16,9 @@
 #   TEST_REDIS_URL     URL of the throwaway Redis
 #   TEST_PGBOUNCER_URL the same Postgres through PgBouncer (pool_mode = transaction)
 #   REDIS_SERVER_BIN   path of redis-server, for tests that start (and kill) their own Redis
+#   TEST_OTLP_ENDPOINT an OpenTelemetry Collector's OTLP/HTTP receiver (built by scripts/otelcol.sh from
+#                      tools/otelcol, cached in ~/.cache/aside-tools; needs Go >= 1.26 the first time)
+#   TEST_OTLP_FILE     the JSON-lines file that collector writes every received span to
 # exported; then the same runner on tests/api with TEST_THROUGH_PGBOUNCER=1 (the apps' DATABASE_URL
 # goes through PgBouncer; CREATE DATABASE still goes straight to Postgres). Respects CARGO_TARGET_DIR.
 # On a fresh Debian machine (as root) missing postgresql / redis-server / pgbouncer / rustfmt / clippy
@@ -50,8 +53,11 @@ done
 trap services_stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# The trace tests' real OTLP receiver (a cache hit after the first build).
+OTELCOL_BIN="$(scripts/otelcol.sh --print-bin)"
+export OTELCOL_BIN
 services_start
-export TEST_DATABASE_URL TEST_REDIS_URL TEST_PGBOUNCER_URL REDIS_SERVER_BIN
+export TEST_DATABASE_URL TEST_REDIS_URL TEST_PGBOUNCER_URL REDIS_SERVER_BIN TEST_OTLP_ENDPOINT TEST_OTLP_FILE
 
 runner="${TEST_RUNNER:-}"
 if [[ -z "$runner" ]]; then

@@ -182,7 +182,14 @@ impl DataApi {
             }
             Ok(done)
         };
-        // The spawned task logs under the request's id too.
+        // The spawned task logs under the request's id too, and its spans join the request's trace.
+        let trace = crate::traces::current();
+        let work = async move {
+            match trace {
+                Some(cx) => opentelemetry::context::FutureExt::with_context(work, cx).await,
+                None => work.await,
+            }
+        };
         let task = match crate::logging::current_request_id() {
             Some(id) => tokio::spawn(crate::logging::with_request_id(id, work)),
             None => tokio::spawn(work),

@@ -45,7 +45,7 @@ pub fn help() -> String {
         env!("CARGO_PKG_VERSION")
     );
     for (name, default, meaning) in crate::config::ENV_HELP {
-        s.push_str(&format!("  {name:<24} {default:<28} {meaning}\n"));
+        s.push_str(&format!("  {name:<35} {default:<28} {meaning}\n"));
     }
     s.push_str("\nOnce serving: Swagger UI at /docs, OpenAPI at /openapi.json, metrics at /metrics.\n");
     s

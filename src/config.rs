@@ -50,6 +50,8 @@ pub struct Config {
     pub shutdown_drain: Duration,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    /// OTLP trace export (`OTEL_*`); None = tracing off.
+    pub traces: Option<crate::traces::TraceConfig>,
     /// Prefix of every cache key; tests give each app its own so ids restarting at 1 never collide.
     #[doc(hidden)]
     pub cache_prefix: String,
@@ -72,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("api_token", &self.api_token.is_some())
             .field("shutdown_drain", &self.shutdown_drain)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("traces", &self.traces)
             .finish()
     }
 }
@@ -103,6 +106,33 @@ pub const ENV_HELP: &[(&str, &str, &str)] = &[
     ("MAX_BODY_BYTES", "1048576", "larger request bodies get 413"),
     ("LOG_FORMAT", "auto", "auto (text on a terminal, else json), json or text"),
     ("RUST_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "(unset: tracing off)",
+        "OTLP http/protobuf collector base URL, e.g. http://otel-collector:4318",
+    ),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "(unset)", "full traces URL, used as given (wins over the base URL)"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "the only protocol built in (also _TRACES_PROTOCOL)"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "(unset)", "k=v,k2=v2 sent with every export, %-encoded (also _TRACES_HEADERS)"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10000", "ms one export may take (also _TRACES_TIMEOUT)"),
+    ("OTEL_SERVICE_NAME", "aside", "service.name of every span"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "(unset)", "k=v,k2=v2 resource attributes, %-encoded"),
+    (
+        "OTEL_TRACES_SAMPLER",
+        "parentbased_traceidratio",
+        "always_on, always_off, traceidratio, parentbased_{always_on,always_off,traceidratio}",
+    ),
+    (
+        "OTEL_TRACES_SAMPLER_ARG",
+        "0.1",
+        "sampling ratio 0..=1 for the *traceidratio samplers (1.0 when a ratio sampler is named without it)",
+    ),
+    (
+        "OTEL_BSP_SCHEDULE_DELAY",
+        "5000",
+        "ms between span exports; OTEL_BSP_MAX_QUEUE_SIZE (2048) bounds memory, spans over it are dropped",
+    ),
+    ("OTEL_SDK_DISABLED", "false", "true: tracing off whatever else is set (so is OTEL_TRACES_EXPORTER=none)"),
 ];
 
 impl Config {
@@ -179,6 +209,7 @@ impl Config {
             Some("text") => LogFormat::Text,
             Some(other) => return Err(bad("LOG_FORMAT", format!("`{other}` is not auto, json or text"))),
         };
+        let traces = crate::traces::TraceConfig::from_vars(&get)?;
 
         Ok(Self {
             database_url,
@@ -193,6 +224,7 @@ impl Config {
             shutdown_drain,
             max_body_bytes,
             log_format,
+            traces,
             cache_prefix: "aside:v1:".into(),
             fill_hook: None,
         })

@@ -27,7 +27,7 @@ use crate::{
     error::ApiError,
     logging::{self, in_request, in_request_async},
     metrics::Metrics,
-    pooler,
+    pooler, traces,
 };
 
 /// The `records` table.
@@ -176,10 +176,26 @@ pub fn is_unavailable(e: &DbErr) -> bool {
     }
 }
 
+/// What kind of failure `e` is, in fixed words: spans record this, never the error's text (which can
+/// carry SQL values, keys or connection details).
+fn failure_kind(e: &DbErr) -> &'static str {
+    if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+        return "unique violation";
+    }
+    if matches!(e, DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)) {
+        return "timeout";
+    }
+    if connection_lost(e) {
+        return "connection lost";
+    }
+    if is_unavailable(e) { "database unavailable" } else { "database error" }
+}
+
 impl From<DbErr> for ApiError {
     /// Connection trouble is 503, anything else 500; the full error goes to the log, never to the client.
     /// Here, not in `error`, so the error layer stays below the database layer (no import circle).
     fn from(e: DbErr) -> Self {
+        traces::record_failure(|| failure_kind(&e));
         if is_unavailable(&e) {
             tracing::warn!(error = ?e, "database unavailable");
             Self::unavailable()
@@ -207,6 +223,8 @@ struct QueuedInsert {
     reply: oneshot::Sender<Result<record::Model, ApiError>>,
     /// The POST's request id: a worker logs what it does for this row under it.
     request_id: Option<Arc<str>>,
+    /// When the request is traced: the worker notes the batch size for its span, and logs in its trace.
+    trace: Option<traces::Joined>,
 }
 
 /// Insert statements in flight at once; each carries up to `MAX_BATCH` rows.
@@ -226,6 +244,15 @@ async fn next_batch(rx: &tokio::sync::Mutex<mpsc::Receiver<QueuedInsert>>) -> Op
         }
     }
     Some(batch)
+}
+
+/// Runs a worker's part of a traced request in its trace, so its log lines carry the trace id.
+async fn in_trace<F: Future>(trace: Option<&traces::Joined>, fut: F) -> F::Output {
+    use opentelemetry::context::FutureExt as _;
+    match trace {
+        Some(t) => fut.with_context(t.context()).await,
+        None => fut.await,
+    }
 }
 
 /// Postgres keeps microseconds; truncating here makes a write's response equal a later read's.
@@ -258,10 +285,44 @@ impl Store {
 
     async fn run<T>(&self, op: &'static str, q: impl Future<Output = Result<T, DbErr>>) -> Result<T, DbErr> {
         self.metrics.db_query(op);
-        match tokio::time::timeout(QUERY_DEADLINE, q).await {
+        let mut span = self.span(op);
+        let r = match tokio::time::timeout(QUERY_DEADLINE, q).await {
             Ok(r) => r,
             Err(_) => Err(DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)),
+        };
+        if let (Some(span), Err(e)) = (&mut span, &r) {
+            span.fail(failure_kind(e));
         }
+        r
+    }
+
+    /// The client span of one statement, when the request is traced: named and described by the
+    /// operation and table only (database semantic conventions), never the statement's values.
+    fn span(&self, op: &'static str) -> Option<traces::ChildSpan> {
+        let operation = match op {
+            "insert" => "INSERT",
+            "update" => "UPDATE",
+            "delete" => "DELETE",
+            _ => "SELECT",
+        };
+        let name = match operation {
+            "INSERT" => "INSERT records",
+            "UPDATE" => "UPDATE records",
+            "DELETE" => "DELETE records",
+            _ => "SELECT records",
+        };
+        traces::child(name, opentelemetry::trace::SpanKind::Client, || {
+            let system = match self.db.get_database_backend() {
+                DbBackend::Sqlite => "sqlite",
+                _ => "postgresql",
+            };
+            vec![
+                opentelemetry::KeyValue::new("db.system.name", system),
+                opentelemetry::KeyValue::new("db.operation.name", operation),
+                opentelemetry::KeyValue::new("db.collection.name", "records"),
+                opentelemetry::KeyValue::new("aside.db.op", op),
+            ]
+        })
     }
 
     /// Runs an idempotent read, again on another connection while the pooled ones turn out dead (after a
@@ -326,14 +387,30 @@ impl Store {
         let Some(queue) = &self.inserts else { return Box::pin(self.insert_one(key, value)).await };
         let (reply, outcome) = oneshot::channel();
         let request_id = logging::current_request_id();
-        if queue.send(QueuedInsert { key, value, reply, request_id }).await.is_err() {
+        // The grouped statement runs on a worker: this request's span for it covers the wait for a
+        // batch and the statement, and the worker notes on it how many rows the batch carried.
+        let mut span = self.span("insert");
+        let trace = span.as_ref().map(traces::ChildSpan::joined);
+        let trace_handle = trace.clone();
+        if queue.send(QueuedInsert { key, value, reply, request_id, trace }).await.is_err() {
             tracing::error!("insert workers are gone");
             return Err(ApiError::internal());
         }
-        outcome.await.unwrap_or_else(|_| {
+        let result = outcome.await.unwrap_or_else(|_| {
             tracing::error!("insert worker dropped a row");
             Err(ApiError::internal())
-        })
+        });
+        if let (Some(span), Some(joined)) = (&mut span, &trace_handle) {
+            span.note_rows(joined);
+            if let Err(e) = &result {
+                span.fail(match e {
+                    ApiError::Conflict(_) => "unique violation",
+                    ApiError::Unavailable(_) => "database unavailable",
+                    _ => "database error",
+                });
+            }
+        }
+        result
     }
 
     async fn insert_one(&self, key: String, value: Value) -> Result<record::Model, ApiError> {
@@ -369,10 +446,13 @@ impl Store {
     /// statement, the later ones are 409 (they would conflict with it). A failure that is not the
     /// database being unavailable is retried row by row, so one bad row cannot fail its neighbours.
     async fn insert_batch(&self, batch: Vec<QueuedInsert>) {
+        for t in batch.iter().filter_map(|q| q.trace.as_ref()) {
+            t.note_batch(batch.len());
+        }
         if batch.len() == 1 {
             for q in batch {
-                let one = in_request_async(q.request_id.as_ref(), self.insert_one(q.key, q.value)).await;
-                let _ = q.reply.send(one);
+                let one = in_request_async(q.request_id.as_ref(), self.insert_one(q.key, q.value));
+                let _ = q.reply.send(in_trace(q.trace.as_ref(), one).await);
             }
             return;
         }
@@ -414,6 +494,7 @@ impl Store {
             Err(e) if is_unavailable(&e) => {
                 for q in first {
                     let err = in_request(q.request_id.as_ref(), || {
+                        let _trace = q.trace.as_ref().map(|t| t.context().attach());
                         tracing::warn!(error = ?e, "database unavailable");
                         ApiError::unavailable()
                     });
@@ -426,9 +507,8 @@ impl Store {
                     let one = in_request_async(q.request_id.as_ref(), async {
                         tracing::warn!(error = ?e, rows, "batch insert failed; inserting row by row");
                         self.insert_one(q.key, q.value).await
-                    })
-                    .await;
-                    let _ = q.reply.send(one);
+                    });
+                    let _ = q.reply.send(in_trace(q.trace.as_ref(), one).await);
                 }
             }
         }
@@ -486,7 +566,13 @@ mod tests {
         let (mut batch, mut outcomes) = (Vec::new(), Vec::new());
         for key in ["a", "taken", "b", "a"] {
             let (reply, outcome) = oneshot::channel();
-            batch.push(QueuedInsert { key: key.into(), value: json!({ "k": key }), reply, request_id: None });
+            batch.push(QueuedInsert {
+                key: key.into(),
+                value: json!({ "k": key }),
+                reply,
+                request_id: None,
+                trace: None,
+            });
             outcomes.push(outcome);
         }
         store.insert_batch(batch).await;

@@ -36,3 +36,5 @@ pub mod pooler;
 pub mod startup;
 /// Request ids, the access log and the HTTP metrics middleware.
 pub mod telemetry;
+/// OpenTelemetry traces over OTLP: configuration, the server span, child spans, W3C trace context.
+pub mod traces;

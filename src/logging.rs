@@ -110,12 +110,19 @@ thread_local! {
 }
 
 /// The access log line of one request (target `aside::telemetry`, level INFO, message `request`).
-pub fn access(request_id: &str, method: &str, route: &str, status: u16, latency_ms: f64) {
+pub fn access(request_id: &str, trace_id: Option<&str>, method: &str, route: &str, status: u16, latency_ms: f64) {
     if !tracing::enabled!(target: "aside::telemetry", tracing::Level::INFO) {
         return;
     }
     if !JSON_ACCESS_LOG.load(std::sync::atomic::Ordering::Relaxed) {
-        tracing::info!(target: "aside::telemetry", request_id, method, route, status, latency_ms, "request");
+        match trace_id {
+            None => {
+                tracing::info!(target: "aside::telemetry", request_id, method, route, status, latency_ms, "request")
+            }
+            Some(trace_id) => tracing::info!(
+                target: "aside::telemetry", request_id, trace_id, method, route, status, latency_ms, "request"
+            ),
+        }
         return;
     }
     ACCESS_LINE.with_borrow_mut(|line| {
@@ -123,6 +130,10 @@ pub fn access(request_id: &str, method: &str, route: &str, status: u16, latency_
         push_line_start(line, "INFO", "aside::telemetry");
         line.push_str(",\"request_id\":");
         push_json_str(line, request_id);
+        if let Some(t) = trace_id {
+            line.push_str(",\"trace_id\":");
+            push_json_str(line, t);
+        }
         line.push_str(",\"method\":");
         push_json_str(line, method);
         line.push_str(",\"route\":");
@@ -164,7 +175,10 @@ where
         line.truncate(line.trim_end_matches('\n').len());
         // Quoted like the formatter's own string fields (the access line's `request_id="…"`); ids are
         // `[A-Za-z0-9._-]` (telemetry.rs checks client ids), so nothing inside needs escaping.
-        writeln!(w, "{line} request_id=\"{id}\"")
+        match crate::traces::current_trace_id() {
+            None => writeln!(w, "{line} request_id=\"{id}\""),
+            Some(t) => writeln!(w, "{line} request_id=\"{id}\" trace_id=\"{t}\""),
+        }
     }
 }
 
@@ -186,6 +200,10 @@ where
         if !has_request_id && let Some(id) = current_request_id() {
             out.push_str(",\"request_id\":");
             push_json_str(&mut out, &id);
+            if let Some(t) = crate::traces::current_trace_id() {
+                out.push_str(",\"trace_id\":");
+                push_json_str(&mut out, &t);
+            }
         }
         if let Some(m) = message {
             out.push_str(",\"message\":");

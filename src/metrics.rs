@@ -23,6 +23,13 @@ const LATENCY_BUCKETS: &[f64] =
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
 
+impl std::fmt::Debug for Metrics {
+    // The span processor holds a handle (and must be Debug); the instruments have nothing to show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
 struct Inner {
     registry: prometheus::Registry,
     // Dropping the provider shuts the pipeline down; it lives as long as the app.
@@ -33,6 +40,8 @@ struct Inner {
     cache_invalidations: Counter<u64>,
     db_queries: Counter<u64>,
     records_created: Counter<u64>,
+    spans_exported: Counter<u64>,
+    spans_dropped: Counter<u64>,
 }
 
 impl Metrics {
@@ -71,6 +80,14 @@ impl Metrics {
                 .with_description("Database queries, by operation.")
                 .build(),
             records_created: meter.u64_counter("aside.records.created").with_description("Records created.").build(),
+            spans_exported: meter
+                .u64_counter("aside.traces.spans.exported")
+                .with_description("Spans the OTLP collector accepted.")
+                .build(),
+            spans_dropped: meter
+                .u64_counter("aside.traces.spans.dropped")
+                .with_description("Spans lost, by reason: queue_full (export slower than spans end) or export_failed (collector down or refusing).")
+                .build(),
             registry,
             _provider: provider,
         };
@@ -84,6 +101,10 @@ impl Metrics {
         m.cache_errors.add(0, &[]);
         m.cache_invalidations.add(0, &[]);
         m.records_created.add(0, &[]);
+        m.spans_exported.add(0, &[]);
+        for reason in ["queue_full", "export_failed"] {
+            m.spans_dropped.add(0, &[KeyValue::new("reason", reason)]);
+        }
         Ok(Self(Arc::new(m)))
     }
 
@@ -125,6 +146,12 @@ impl Metrics {
     }
     pub fn record_created(&self) {
         self.0.records_created.add(1, &[]);
+    }
+    pub fn spans_exported(&self, n: u64) {
+        self.0.spans_exported.add(n, &[]);
+    }
+    pub fn spans_dropped(&self, reason: &'static str, n: u64) {
+        self.0.spans_dropped.add(n, &[KeyValue::new("reason", reason)]);
     }
 
     /// Test hook: registers a collector whose family has no name, so the real encoder fails on every
@@ -216,6 +243,8 @@ mod tests {
             "aside_cache_invalidations_total 0",
             "aside_db_queries_total{op=\"get\"} 0",
             "aside_records_created_total 0",
+            "aside_traces_spans_exported_total 0",
+            "aside_traces_spans_dropped_total{reason=\"queue_full\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -33,6 +33,7 @@ use crate::{
     metrics::{self, Metrics},
     migration,
     telemetry::Observe,
+    traces::Traces,
 };
 
 /// Why the app could not start.
@@ -44,6 +45,8 @@ pub enum StartupError {
     Cache(String),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("traces: {0}")]
+    Traces(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: io::Error },
 }
@@ -61,6 +64,7 @@ pub struct App {
     db: DatabaseConnection,
     statements: &'static str,
     metrics_listener: Option<(TcpAcceptor, BoxEndpoint<'static>)>,
+    traces: Option<Arc<Traces>>,
 }
 
 /// Triggers the same drain-then-exit path as SIGTERM (tests use it).
@@ -82,6 +86,13 @@ impl App {
     /// Connects, migrates, builds routes and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let metrics = Metrics::new().map_err(|e| StartupError::Metrics(e.to_string()))?;
+        let traces = match &config.traces {
+            None => None,
+            Some(t) => {
+                tracing::info!(traces = ?t, "exporting traces over OTLP");
+                Some(Traces::start(t, &metrics).map_err(StartupError::Traces)?)
+            }
+        };
         // Redis connects while the database migrates: start-up waits for the slower one, not both.
         let database = async {
             migration::run(&config).await?;
@@ -103,7 +114,8 @@ impl App {
             .server("/");
         let (ui, spec) = docs::endpoints(api.spec(), api.swagger_ui_html());
         let guard = Arc::new(WriteGuard { api_token: config.api_token.clone(), max_body_bytes: config.max_body_bytes });
-        let observe = Arc::new(Observe { metrics: metrics.clone(), draining: draining.clone() });
+        let observe =
+            Arc::new(Observe { metrics: metrics.clone(), draining: draining.clone(), traces: traces.clone() });
         let mut routes = Route::new().nest("/", api).nest("/docs", ui).at("/openapi.json", spec);
         // With METRICS_BIND_ADDR, /metrics lives only on its own port, which a NetworkPolicy can
         // restrict to Prometheus (policies see ports, not paths).
@@ -153,6 +165,7 @@ impl App {
             db,
             statements: statements_name,
             metrics_listener,
+            traces,
         })
     }
 
@@ -186,6 +199,12 @@ impl App {
         self.db.clone()
     }
 
+    /// The tracer, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (tests flush it).
+    #[doc(hidden)]
+    pub fn traces(&self) -> Option<Arc<Traces>> {
+        self.traces.clone()
+    }
+
     /// How database statements go out: `prepared` or `inline` (`DATABASE_POOLER`).
     pub fn statements(&self) -> &'static str {
         self.statements
@@ -212,6 +231,13 @@ impl App {
             .await;
         if let Some(m) = metrics_server {
             m.abort();
+        }
+        if let Some(t) = self.traces {
+            // The last spans go out before exit; a dead collector delays the exit by at most 2 s.
+            let flushed = tokio::task::spawn_blocking(move || t.shutdown(Duration::from_secs(2))).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "traces: the last spans were not exported");
+            }
         }
         served?;
         let _ = self.db.close().await;

@@ -1,7 +1,8 @@
 //! Request observation (contract: "Headers", "Metrics"). `Observe` is the outermost middleware: it
 //! assigns the request id (and scopes it so every log line of the request carries it), records the
 //! HTTP histogram under the route template, writes the access log and, while draining, asks clients to
-//! reconnect elsewhere with `Connection: close`.
+//! reconnect elsewhere with `Connection: close`. With tracing on it also opens and closes the request's
+//! server span (`traces`), running the request with that span's context as the current one.
 
 use std::{
     sync::{
@@ -16,7 +17,9 @@ use poem::{
     http::{HeaderValue, header},
 };
 
-use crate::{body::RouteLabel, logging, metrics};
+use opentelemetry::context::FutureExt as _;
+
+use crate::{body::RouteLabel, logging, metrics, traces::Traces};
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -29,6 +32,8 @@ fn sane_request_id(id: &str) -> bool {
 pub struct Observe {
     pub metrics: metrics::Metrics,
     pub draining: Arc<AtomicBool>,
+    /// None = tracing off: then nothing below touches OpenTelemetry.
+    pub traces: Option<Arc<Traces>>,
 }
 
 impl Observe {
@@ -47,8 +52,15 @@ impl Observe {
             }
         };
         let method = req.method().clone();
-        // The id rides in a task-local that the log formatter reads: no span per request.
-        let handled = logging::with_request_id(request_id.clone(), ep.call(req)).await;
+        let trace = self.traces.as_ref().map(|t| {
+            let cx = t.server_span(req.headers(), method_name(&method), req.uri().path(), &request_id);
+            (t, cx)
+        });
+        // The id rides in a task-local that the log formatter reads: no tracing span per request.
+        let handled = match &trace {
+            None => logging::with_request_id(request_id.clone(), ep.call(req)).await,
+            Some((_, cx)) => logging::with_request_id(request_id.clone(), ep.call(req)).with_context(cx.clone()).await,
+        };
         let mut resp = match handled {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
@@ -66,8 +78,38 @@ impl Observe {
         if self.draining.load(Ordering::Relaxed) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        logging::access(&request_id, method.as_str(), route, status, elapsed.as_secs_f64() * 1000.0);
+        let trace_id = match trace {
+            None => None,
+            Some((t, cx)) => {
+                t.finish_server_span(&cx, method_name(&method), route, status, resp.headers_mut());
+                crate::traces::trace_id_of(&cx)
+            }
+        };
+        logging::access(
+            &request_id,
+            trace_id.as_deref(),
+            method.as_str(),
+            route,
+            status,
+            elapsed.as_secs_f64() * 1000.0,
+        );
         Ok(resp)
+    }
+}
+
+/// The method as OpenTelemetry names it: the registered ones, else `_OTHER` (HTTP semantic conventions).
+fn method_name(m: &poem::http::Method) -> &'static str {
+    match *m {
+        poem::http::Method::GET => "GET",
+        poem::http::Method::POST => "POST",
+        poem::http::Method::PUT => "PUT",
+        poem::http::Method::DELETE => "DELETE",
+        poem::http::Method::HEAD => "HEAD",
+        poem::http::Method::OPTIONS => "OPTIONS",
+        poem::http::Method::PATCH => "PATCH",
+        poem::http::Method::TRACE => "TRACE",
+        poem::http::Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
     }
 }
 

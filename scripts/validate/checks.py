@@ -34,8 +34,14 @@ CONTRACT_ENV = {"DATABASE_URL", "REDIS_URL", "CACHE_TTL_SECONDS", "CACHE_ENABLED
                 "API_TOKEN", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES", "LOG_FORMAT", "RUST_LOG"}
 # The service's additions to the contract's env table (docs/http-contract.md, README, `aside --help`): /metrics on
 # its own listener, the only way a NetworkPolicy (ports, not paths) can limit /metrics to Prometheus; and
-# DATABASE_POOLER, for a transaction-pooling PgBouncer in front of Postgres (issue 8).
-SERVICE_ENV = CONTRACT_ENV | {"METRICS_BIND_ADDR", "DATABASE_POOLER"}
+# DATABASE_POOLER, for a transaction-pooling PgBouncer in front of Postgres (issue 8); and the standard OTEL_*
+# variables of the trace export (issue 9; src/config.rs ENV_HELP lists them for `aside --help`).
+OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_SERVICE_NAME",
+            "OTEL_RESOURCE_ATTRIBUTES", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_BSP_SCHEDULE_DELAY",
+            "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"}
+SERVICE_ENV = CONTRACT_ENV | {"METRICS_BIND_ADDR", "DATABASE_POOLER"} | OTEL_ENV
 # The service refuses to start unless these are whole numbers (Helm renders big numbers as 1.048576e+06).
 NUMERIC_ENV = {"CACHE_TTL_SECONDS", "CACHE_TIMEOUT_MS", "SHUTDOWN_DRAIN_SECONDS", "MAX_BODY_BYTES"}
 
@@ -856,7 +862,7 @@ def check_compose(schema_path):
     app = services.get("aside", {})
     env = app.get("environment") or {}
     for k in set(env) - SERVICE_ENV:
-        rep.add(f"service aside: env {k} is not one the service reads (contract + METRICS_BIND_ADDR, DATABASE_POOLER)")
+        rep.add(f"service aside: env {k} is not one the service reads (contract + METRICS_BIND_ADDR, DATABASE_POOLER, OTEL_*)")
     # /metrics on its own listener, scraped there by aside-prometheus, never published to the host.
     m = re.fullmatch(r".+:(\d+)", str(env.get("METRICS_BIND_ADDR", "")))
     if not m:

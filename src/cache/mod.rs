@@ -32,7 +32,9 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use crate::{config::Config, error::ApiError, metrics::Metrics};
+use opentelemetry::{KeyValue, trace::SpanKind};
+
+use crate::{config::Config, error::ApiError, metrics::Metrics, traces};
 
 /// How a GET was answered; sent as `X-Cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +268,17 @@ impl Cache {
         "ok"
     }
 
+    /// A child span of the request for one cache step, when the request is traced.
+    fn span(&self, name: &'static str) -> Option<traces::ChildSpan> {
+        traces::child(name, SpanKind::Client, || {
+            let backend = match self.backend {
+                Backend::Redis(_) => "redis",
+                Backend::Memory(_) => "memory",
+            };
+            vec![KeyValue::new("aside.cache.backend", backend)]
+        })
+    }
+
     fn command_failed(&self) {
         self.failing.store(true, Ordering::Release);
         self.metrics.cache_error();
@@ -341,16 +354,25 @@ impl Cache {
             return Box::pin(self.bypass(load)).await;
         }
         let (tok_key, entry_key) = self.keys(&key);
+        let mut span = self.span("cache lookup");
         let (token, entry) = match self.backend.lookup(&tok_key, &entry_key).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::debug!(error = %e.0, "cache lookup failed; reading the database");
+                if let Some(s) = &mut span {
+                    s.fail("cache unavailable");
+                }
+                drop(span);
                 self.command_failed();
                 return Box::pin(self.bypass(load)).await;
             }
         };
         self.command_succeeded();
-        if let Some(hit) = entry.and_then(|e| decode_entry(&e, &token)) {
+        let hit = entry.and_then(|e| decode_entry(&e, &token));
+        if let Some(mut s) = span {
+            s.set(KeyValue::new("aside.cache.hit", hit.is_some()));
+        }
+        if let Some(hit) = hit {
             self.metrics.cache_lookup(CacheOutcome::Hit.label());
             return Ok(Some((hit, CacheOutcome::Hit)));
         }
@@ -421,7 +443,16 @@ impl Cache {
         entry.extend_from_slice(&fresh.etag);
         entry.extend_from_slice(b"\n");
         entry.extend_from_slice(&fresh.body);
-        match self.backend.fill(tok_key, token, entry_key, entry.freeze()).await {
+        let mut span = self.span("cache fill");
+        let filled = self.backend.fill(tok_key, token, entry_key, entry.freeze()).await;
+        if let Some(s) = &mut span {
+            match &filled {
+                Ok(stored) => s.set(KeyValue::new("aside.cache.filled", *stored)),
+                Err(_) => s.fail("cache unavailable"),
+            }
+        }
+        drop(span);
+        match filled {
             Ok(true) => self.command_succeeded(),
             // A write replaced the token while we read the database: our bytes may be older than it.
             Ok(false) => {
@@ -448,7 +479,12 @@ impl Cache {
             }
             self.has_pending.store(true, Ordering::Release);
         }
+        let mut span = self.span("cache invalidate");
         if let Err(e) = self.flush_pending().await {
+            if let Some(s) = &mut span {
+                s.set(KeyValue::new("aside.cache.deferred", true));
+                s.fail("cache unavailable");
+            }
             tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: the cache did not take it");
         }
     }

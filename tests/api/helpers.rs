@@ -53,6 +53,8 @@ pub struct TestApp {
     pub statements: &'static str,
     pub stop: StopHandle,
     pub task: JoinHandle<std::io::Result<()>>,
+    /// The tracer, when the config has an OTLP endpoint (tests flush it).
+    pub traces: Option<Arc<aside::traces::Traces>>,
 }
 
 /// True in scripts/test.sh's second run of this suite (`TEST_THROUGH_PGBOUNCER=1`): every app then
@@ -141,7 +143,7 @@ pub async fn start(config: Config) -> TestApp {
     let port = app.port();
     let metrics_port = app.metrics_port();
     let (cache, metrics, db) = (app.cache(), app.metrics(), app.db());
-    let (stop, statements) = (app.stop_handle(), app.statements());
+    let (stop, statements, traces) = (app.stop_handle(), app.statements(), app.traces());
     let pgbouncer = std::env::var("TEST_PGBOUNCER_URL").ok().and_then(|u| Some(format!("{}/", u.rsplit_once('/')?.0)));
     if pgbouncer.is_some_and(|base| config.database_url.starts_with(&base))
         && config.database_pooler == aside::config::DatabasePooler::Auto
@@ -162,6 +164,7 @@ pub async fn start(config: Config) -> TestApp {
         statements,
         stop,
         task,
+        traces,
     }
 }
 

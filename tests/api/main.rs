@@ -8,3 +8,4 @@ mod helpers;
 mod ops;
 mod pooler;
 mod redis_ha;
+mod traces;
