@@ -17,7 +17,7 @@ use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
     sea_query::{Expr, OnConflict},
-    sqlx::PgPool,
+    sqlx::{self, AssertSqlSafe, PgPool},
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -54,8 +54,10 @@ pub mod record {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Pool size on Postgres.
+/// Connections to Postgres per process: the pool's plus the hot statements' lanes (`Lanes`).
 const MAX_CONNECTIONS: u32 = 16;
+/// The pool's share (lists, inserts, readiness; every statement behind a pooler).
+const POOL_CONNECTIONS: u32 = MAX_CONNECTIONS - LANES as u32;
 /// Longest a query may take before the request gets a 503 (covers a black-holed Postgres).
 const QUERY_DEADLINE: Duration = Duration::from_secs(4);
 /// Longest a request waits for a pooled connection (covers a Postgres refusing connections).
@@ -98,7 +100,7 @@ pub async fn connect(config: &Config) -> Result<(DatabaseConnection, Statements)
     opts.acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false).idle_timeout(Duration::from_secs(300));
     match config.database_kind() {
         DatabaseKind::Postgres => {
-            opts.max_connections(MAX_CONNECTIONS).min_connections(1);
+            opts.max_connections(POOL_CONNECTIONS).min_connections(1);
         }
         // One writer at a time is what SQLite allows anyway; a small pool serves concurrent reads.
         DatabaseKind::Sqlite => {
@@ -195,6 +197,8 @@ impl From<DbErr> for ApiError {
 pub struct Store {
     db: DatabaseConnection,
     statements: Statements,
+    /// Postgres without a pooler: the hot statements, built once (issue 10).
+    hot: Option<Arc<Hot>>,
     metrics: Metrics,
     /// Where `insert` queues rows for the batching workers (None inside the workers themselves).
     inserts: Option<mpsc::Sender<QueuedInsert>>,
@@ -234,12 +238,166 @@ fn now_micros() -> DateTime<Utc> {
     now.with_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
 }
 
+/// The statements of the GET-by-id, PUT and DELETE paths on Postgres (no pooler), as SeaORM renders them,
+/// built once at start-up and run with sqlx on connections of their own ([`Lanes`]); rows still decode
+/// through SeaORM (`FromQueryResult`). Measured with callgrind (docs/benchmarks.md): building and
+/// rendering the query per call, and moving SeaORM's execution futures (tens of KiB, boxed and copied
+/// several times per call), were ~45 k of the 240 k instructions of a cache miss.
+struct Hot {
+    lanes: Lanes,
+    /// `SELECT … WHERE id = $1 LIMIT $2`
+    get: Arc<str>,
+    /// `UPDATE … SET value = $1, updated_at = $2 WHERE id = $3 RETURNING …`
+    update: Arc<str>,
+    /// `DELETE … WHERE id = $1`
+    delete: Arc<str>,
+    /// `INSERT … (key, value, created_at, updated_at) VALUES ($1, $2, $3, $4) RETURNING …` (a lone POST)
+    insert: Arc<str>,
+}
+
+impl Hot {
+    fn new(pool: &PgPool) -> Self {
+        let pg = DbBackend::Postgres;
+        let get = record::Entity::find_by_id(0i64).limit(1).build(pg);
+        let mut update = record::Entity::update_many()
+            .col_expr(record::Column::Value, Expr::value(sea_orm::Value::Json(Some(Box::new(Value::Null)))))
+            .col_expr(record::Column::UpdatedAt, Expr::value(now_micros()))
+            .filter(record::Column::Id.eq(0i64));
+        QueryTrait::query(&mut update).returning_all();
+        let update = update.build(pg);
+        let delete = record::Entity::delete_by_id(0i64).build(pg);
+        let row = record::ActiveModel {
+            key: Set(String::new()),
+            value: Set(Value::Null),
+            created_at: Set(now_micros()),
+            updated_at: Set(now_micros()),
+            ..Default::default()
+        };
+        let mut insert = record::Entity::insert(row);
+        insert.query().returning_all();
+        let insert = insert.build(pg);
+        Self {
+            lanes: Lanes::new(pool),
+            get: get.sql.into(),
+            update: update.sql.into(),
+            delete: delete.sql.into(),
+            insert: insert.sql.into(),
+        }
+    }
+
+    fn query(&self, sql: &Arc<str>) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(AssertSqlSafe(sql.clone()))
+    }
+}
+
+/// Connections to run the hot statements on, held outside sqlx's pool. sqlx's pool pings every
+/// connection it gets back (a `Sync` round trip to Postgres, in a task it spawns) before reusing it:
+/// strace showed 2 writes to Postgres per cache miss and per PUT, one of them that ping. Here a
+/// connection goes back to the idle list only when its statement completed (or failed with an ordinary
+/// SQL error, after which sqlx leaves it ready); cancelled mid-statement or broken, it is closed. A
+/// broken one also closes the idle ones (after a Postgres restart they are all dead), so one request
+/// notices instead of one per connection; reads retry on a fresh connection as before (`Store::read`).
+/// At most `LANES` at once, opened on demand with the pool's own options; the pool keeps the rest
+/// (lists, inserts, readiness), so the total stays `MAX_CONNECTIONS` (behind a pooler, where lanes are
+/// not used, the pool has `POOL_CONNECTIONS`: the pooler's few server connections are the limit there).
+struct Lanes {
+    options: Arc<sqlx::postgres::PgConnectOptions>,
+    idle: std::sync::Mutex<Vec<sqlx::PgConnection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+const LANES: usize = (MAX_CONNECTIONS / 2) as usize;
+
+/// One connection in use; returned to the idle list on drop only if marked `reusable`.
+struct Lane<'a> {
+    lanes: &'a Lanes,
+    conn: Option<sqlx::PgConnection>,
+    reusable: bool,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Lanes {
+    fn new(pool: &PgPool) -> Self {
+        Self { options: pool.connect_options(), idle: Default::default(), permits: tokio::sync::Semaphore::new(LANES) }
+    }
+
+    async fn acquire(&self) -> Result<Lane<'_>, sqlx::Error> {
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                use sqlx::ConnectOptions;
+                // Boxed: sqlx's connect future is KiBs, and it would make every statement's future (and
+                // the write task that carries it) that large; it is only polled when a lane is opened.
+                tokio::time::timeout(ACQUIRE_TIMEOUT, Box::pin(self.options.connect()))
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??
+            }
+        };
+        Ok(Lane { lanes: self, conn: Some(conn), reusable: false, _permit: permit })
+    }
+
+    /// Runs one statement on a lane.
+    async fn run<T, F>(&self, f: F) -> Result<T, sqlx::Error>
+    where
+        F: for<'c> FnOnce(
+            &'c mut sqlx::PgConnection,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>,
+    {
+        let mut lane = self.acquire().await?;
+        let Some(conn) = lane.conn.as_mut() else { return Err(sqlx::Error::PoolClosed) };
+        let done = f(conn).await;
+        match &done {
+            Ok(_) => lane.reusable = true,
+            Err(sqlx::Error::Database(d)) if !d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
+                lane.reusable = true
+            }
+            Err(_) => self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear(),
+        }
+        done
+    }
+}
+
+impl Drop for Lane<'_> {
+    fn drop(&mut self) {
+        if self.reusable
+            && let Some(conn) = self.conn.take()
+        {
+            self.lanes.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        }
+    }
+}
+
+fn sqlx_err(e: sqlx::Error) -> DbErr {
+    DbErr::Query(sea_orm::RuntimeErr::SqlxError(e.into()))
+}
+
+fn decode(row: sqlx::postgres::PgRow) -> Result<record::Model, DbErr> {
+    record::Model::from_query_result(&sea_orm::QueryResult::from(row), "")
+}
+
 impl Store {
     /// The store, with its insert workers running (they stop when the last `Store` clone is dropped).
     pub fn new(db: DatabaseConnection, statements: Statements, metrics: Metrics) -> Self {
+        let hot = match statements {
+            Statements::Prepared if db.get_database_backend() == DbBackend::Postgres => {
+                Some(Arc::new(Hot::new(db.get_postgres_connection_pool())))
+            }
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel::<QueuedInsert>(4096);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let worker = Self { db: db.clone(), statements: statements.clone(), metrics: metrics.clone(), inserts: None };
+        let worker = Self {
+            db: db.clone(),
+            statements: statements.clone(),
+            hot: hot.clone(),
+            metrics: metrics.clone(),
+            inserts: None,
+        };
         for _ in 0..INSERT_WORKERS {
             let (rx, worker) = (rx.clone(), worker.clone());
             tokio::spawn(async move {
@@ -248,7 +406,7 @@ impl Store {
                 }
             });
         }
-        Self { db, statements, metrics, inserts: Some(tx) }
+        Self { db, statements, hot, metrics, inserts: Some(tx) }
     }
 
     /// The connection (readiness checks, tests).
@@ -286,6 +444,15 @@ impl Store {
 
     /// One record by id.
     pub async fn get(&self, id: i64) -> Result<Option<record::Model>, ApiError> {
+        if let Some(hot) = &self.hot {
+            let row = self
+                .read("get", || async {
+                    let q = hot.query(&hot.get).bind(id).bind(1i64);
+                    hot.lanes.run(|c| Box::pin(q.fetch_optional(c))).await.map_err(sqlx_err)
+                })
+                .await?;
+            return Ok(row.map(decode).transpose()?);
+        }
         let q = record::Entity::find_by_id(id);
         Ok(self
             .read("get", || async {
@@ -338,6 +505,17 @@ impl Store {
 
     async fn insert_one(&self, key: String, value: Value) -> Result<record::Model, ApiError> {
         let now = now_micros();
+        if let Some(hot) = &self.hot {
+            let q = hot.query(&hot.insert).bind(key).bind(value).bind(now).bind(now);
+            let res = self.run("insert", async { hot.lanes.run(|c| Box::pin(q.fetch_one(c))).await.map_err(sqlx_err) });
+            return match res.await.and_then(decode) {
+                Ok(m) => Ok(m),
+                Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                    Err(ApiError::key_exists())
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
         let row = record::ActiveModel {
             key: Set(key),
             value: Set(value),
@@ -436,6 +614,13 @@ impl Store {
 
     /// Replaces a record's value; `None` when it does not exist.
     pub async fn update(&self, id: i64, value: Value) -> Result<Option<record::Model>, ApiError> {
+        if let Some(hot) = &self.hot {
+            let q = hot.query(&hot.update).bind(value).bind(now_micros()).bind(id);
+            let row = self
+                .run("update", async { hot.lanes.run(|c| Box::pin(q.fetch_optional(c))).await.map_err(sqlx_err) })
+                .await?;
+            return Ok(row.map(decode).transpose()?);
+        }
         let mut q = record::Entity::update_many()
             .col_expr(record::Column::Value, Expr::value(sea_orm::Value::Json(Some(Box::new(value)))))
             .col_expr(record::Column::UpdatedAt, Expr::value(now_micros()))
@@ -452,6 +637,12 @@ impl Store {
 
     /// Deletes a record; false when it did not exist.
     pub async fn delete(&self, id: i64) -> Result<bool, ApiError> {
+        if let Some(hot) = &self.hot {
+            let q = hot.query(&hot.delete).bind(id);
+            let done =
+                self.run("delete", async { hot.lanes.run(|c| Box::pin(q.execute(c))).await.map_err(sqlx_err) }).await?;
+            return Ok(done.rows_affected() > 0);
+        }
         let q = record::Entity::delete_by_id(id);
         let deleted = match &self.statements {
             Statements::Prepared => self.run("delete", q.exec(&self.db)).await?.rows_affected,
@@ -473,6 +664,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every write task and miss carries a hot statement's future; poem and tokio move such futures by
+    /// value (callgrind: memcpy was half of a PUT's instructions while sqlx's connect future was inline).
+    #[tokio::test]
+    async fn a_hot_statement_future_stays_small() {
+        let pool = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy pool");
+        let hot = Hot::new(&pool);
+        let q = hot.query(&hot.get).bind(1i64).bind(1i64);
+        let run = hot.lanes.run(|c| Box::pin(q.fetch_optional(c)));
+        assert!(std::mem::size_of_val(&run) <= 1024, "lane future is {} bytes", std::mem::size_of_val(&run));
+    }
+
     #[tokio::test]
     async fn a_batch_inserts_each_new_key_once_and_answers_409_for_the_rest() {
         let file = std::env::temp_dir().join(format!("aside-batch-{}.db", uuid::Uuid::new_v4()));
@@ -480,7 +682,7 @@ mod tests {
         cfg.database_url = format!("sqlite://{}?mode=rwc", file.display());
         crate::migration::run(&cfg).await.expect("migrate");
         let (db, statements) = connect(&cfg).await.expect("connect");
-        let store = Store { db, statements, metrics: Metrics::new().expect("m"), inserts: None };
+        let store = Store { db, statements, hot: None, metrics: Metrics::new().expect("m"), inserts: None };
         store.insert_one("taken".into(), json!(0)).await.expect("first insert");
 
         let (mut batch, mut outcomes) = (Vec::new(), Vec::new());
