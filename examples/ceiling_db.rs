@@ -5,7 +5,8 @@
 //! - `CEILING=db` (C_DB): `GET /data/{id}` runs exactly one prepared `SELECT … WHERE id = $1` and
 //!   answers the row as JSON.
 //! - `CEILING=miss` (C_MISS): `GET /data/{id}` does what a miss must: `MGET token entry`, the same
-//!   `SELECT`, and one compare-and-set fill (`EVALSHA` of aside's fill script) under that token.
+//!   `SELECT`, and one compare-and-set fill (`EVALSHA` of aside's fill script) under that token (set
+//!   at start for ids 1..=`CEILING_KEYS`, default 10000, so the fill lands).
 //!   `PUT /data/{id}` (C_PUT) does what a write must: one `UPDATE … RETURNING` with the body's `value`,
 //!   then one pipelined round trip replacing the record's and the list's tokens and dropping the entry.
 //!
@@ -149,6 +150,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let url = std::env::var("REDIS_URL")?;
             let pool = Builder::from_config(Config::from_url(&url)?).build_pool(1)?;
             pool.init().await?;
+            // Tokens for ids 1..=CEILING_KEYS, so each fill's compare-and-set succeeds (GET + SET), as a
+            // real miss's does.
+            let keys: i64 = std::env::var("CEILING_KEYS").map_or(Ok(10_000), |v| v.parse())?;
+            for chunk in (1..=keys).collect::<Vec<_>>().chunks(1000) {
+                let pairs: Vec<(String, &str)> =
+                    chunk.iter().map(|id| (format!("ceiling:{{rec:{id}}}:tok"), "ceiling-token")).collect();
+                let _: () = pool.mset(pairs).await?;
+            }
             Some(pool)
         }
         other => return Err(format!("CEILING={other}: db or miss").into()),

@@ -23,7 +23,7 @@
 # per request come from INFO commandstats. (Under valgrind, sha2 cannot use the CPU's SHA extensions
 # and computes each ETag in software: ~14 k instructions per miss that real hardware does not spend.)
 #
-# Knobs (env): DURATION=5 CONNS=8 SEED=20000 STRACE_SECONDS=3 SKIP_BUILD=1 CALLGRIND=0|1 STRACE=0|1
+# Knobs (env): DURATION=5 CONNS=8 SEED=60000 STRACE_SECONDS=3 SKIP_BUILD=1 CALLGRIND=0|1 STRACE=0|1
 #   BIN (default: the profiling build) DATABASE_POOLER (passed to aside; default none). Output: a markdown table on stdout; raw files
 #   in $CARGO_TARGET_DIR/profile/.
 set -euo pipefail
@@ -39,7 +39,7 @@ source scripts/services.sh
 
 DURATION="${DURATION:-5}"
 CONNS="${CONNS:-8}"
-SEED="${SEED:-20000}"
+SEED="${SEED:-60000}"
 STRACE_SECONDS="${STRACE_SECONDS:-3}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="${BIN:-$TARGET_DIR/profiling/aside}"
