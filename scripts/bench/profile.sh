@@ -145,8 +145,8 @@ drive() {
   [[ -n "${DUMP:-}" ]] && $DUMP >/dev/null
   m1=$(metric "$port" 'aside_cache_lookups_total{outcome="miss"}')
   local reqs non2xx
-  reqs=$(sed 's/.* requests=\([0-9]*\).*/\1/' <<<"$line")
-  non2xx=$(sed 's/.* non2xx=\([0-9]*\).*/\1/' <<<"$line")
+  [[ "$line" =~ requests=([0-9]+) ]] && reqs=${BASH_REMATCH[1]}
+  [[ "$line" =~ non2xx=([0-9]+) ]] && non2xx=${BASH_REMATCH[1]}
   ((non2xx == 0)) || die "$sc: $non2xx non-2xx responses"
   if [[ "$sc" == miss ]]; then
     NEXT_MISS=$((NEXT_MISS + reqs + CONNS))
@@ -180,8 +180,8 @@ callgrind_run() {
     reqs=$REQS misses=$MISSES
     n=$(find "$OUT" -name 'cg.out.*' | wc -l)
     ((n > prev)) || die "callgrind dump missing"
-    local f
-    f=$(ls -t "$OUT"/cg.out.* | head -n1)
+    # dumps are numbered in order (cg.out.1, .2, …; the directory was emptied at start)
+    local f="$OUT/cg.out.$n"
     cp "$f" "$OUT/cg.$sc"
     ir=$(summary_ir "$f")
     echo "| $sc | $reqs | $misses | $((ir / reqs)) |" >>"$OUT/callgrind.md"
@@ -191,7 +191,7 @@ callgrind_run() {
   callgrind_control -z "$vg" >/dev/null
   sleep "$DURATION"
   callgrind_control -d "$vg" >/dev/null
-  ir=$(summary_ir "$(ls -t "$OUT"/cg.out.* | head -n1)")
+  ir=$(summary_ir "$OUT/cg.out.$(find "$OUT" -name 'cg.out.*' | wc -l)")
   echo "| (idle process, ${DURATION} s) | – | – | $ir in total |" >>"$OUT/callgrind.md"
   kill "$vg"
   wait "$vg" 2>/dev/null || true
