@@ -238,11 +238,11 @@ fn now_micros() -> DateTime<Utc> {
     now.with_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
 }
 
-/// The statements of the GET-by-id, PUT and DELETE paths on Postgres (no pooler), as SeaORM renders them,
-/// built once at start-up and run with sqlx on connections of their own ([`Lanes`]); rows still decode
-/// through SeaORM (`FromQueryResult`). Measured with callgrind (docs/benchmarks.md): building and
+/// The statements of GET-by-id, PUT, DELETE and a lone POST on Postgres (no pooler), as SeaORM renders
+/// them, built once at start-up and run with sqlx on connections of their own ([`Lanes`]); rows still
+/// decode through SeaORM (`FromQueryResult`). Measured with callgrind (docs/benchmarks.md): building and
 /// rendering the query per call, and moving SeaORM's execution futures (tens of KiB, boxed and copied
-/// several times per call), were ~45 k of the 240 k instructions of a cache miss.
+/// several times per call), were ~57 k of the 240 k instructions of a cache miss.
 struct Hot {
     lanes: Lanes,
     /// `SELECT … WHERE id = $1 LIMIT $2`
