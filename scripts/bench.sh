@@ -8,18 +8,25 @@
 # connections, WARMUP s warm-up then DURATION s measured) on loopback, in ROUNDS interleaved
 # rounds (the order rotates each round); medians go into docs/benchmarks.md.
 #
-# Targets (scenario ids as in issue 4):
+# Targets (scenario ids as in issues 4 and 10):
 #   C_POEM  ceiling: bare poem answering a fixed ~200-byte JSON       (examples/ceiling_poem.rs)
 #   C_FRED  ceiling: poem + fred answering one Redis GET               (examples/ceiling_fred.rs)
 #   C_PG    ceiling: pgbench, single-row INSERT ... RETURNING          (scripts/bench/insert.sql)
+#   C_DB    ceiling: poem + sqlx, one prepared SELECT by primary key   (examples/ceiling_db.rs, CEILING=db)
+#   C_MISS  ceiling: poem + fred + sqlx, MGET + SELECT + EVALSHA fill  (examples/ceiling_db.rs, CEILING=miss)
+#   C_PUT   ceiling: the same binary's PUT: UPDATE ... RETURNING + one pipelined invalidation
 #   S1 GET /data/{id}, 100-id hot set      S2 GET /data/{id} uniform after one cold pass
 #   S3 list pages of 50                    S4 POST /data, unique keys
 #   S5 95 % GET / 5 % PUT on the hot set   S6 = S1 with CACHE_ENABLED=false
+#   S7 PUT /data/{id}, uniform over the SEED ids (each id's turn comes rarely: no row-lock queues)
+#   S8 GET /data/{id}, every one a miss: MISS_IDS extra records whose entries were just invalidated the
+#      way a write does it (fresh token of the current term, entry deleted), each read once
 # Then: latency vs connections (CURVE) for S1, C_FRED and S6 -> an SVG plot; and process start to
 # /ready 200 (STARTS times, median).
 #
 # Knobs (env): DURATION=10 WARMUP=2 ROUNDS=3 CONNS=64 SEED=10000 HOT=100 CURVE="1 8 64 256"
-#   CURVE_DURATION=5 STARTS=5 SCENARIOS="C_POEM C_FRED C_PG S1 S2 S3 S4 S5 S6"
+#   CURVE_DURATION=5 STARTS=5 MISS_IDS=150000
+#   SCENARIOS="C_POEM C_FRED C_PG C_DB C_MISS C_PUT S1 S2 S3 S4 S5 S6 S7 S8"
 #   BENCH_TTL=3600 (CACHE_TTL_SECONDS of the benchmarked service, so S2's cold pass stays warm)
 #   BENCH_RUST_LOG=info (the service's default log level; logs go to /dev/null)
 #   OUT_MD=docs/benchmarks.md OUT_PLOT=docs/benchmarks-latency.svg (WRITE_DOCS=0: leave docs alone)
@@ -45,7 +52,8 @@ HOT="${HOT:-100}"
 CURVE="${CURVE:-1 8 64 256}"
 CURVE_DURATION="${CURVE_DURATION:-5}"
 STARTS="${STARTS:-5}"
-SCENARIOS="${SCENARIOS:-C_POEM C_FRED C_PG S1 S2 S3 S4 S5 S6}"
+SCENARIOS="${SCENARIOS:-C_POEM C_FRED C_PG C_DB C_MISS C_PUT S1 S2 S3 S4 S5 S6 S7 S8}"
+MISS_IDS="${MISS_IDS:-150000}"
 BENCH_TTL="${BENCH_TTL:-3600}"
 BENCH_RUST_LOG="${BENCH_RUST_LOG:-info}"
 OUT_MD="${OUT_MD:-docs/benchmarks.md}"
@@ -122,6 +130,18 @@ measure() {
     S4) port=$P_ASIDE pid=$PID_ASIDE script=post ;;
     S5) port=$P_ASIDE pid=$PID_ASIDE script=mixed ;;
     S6) port=$P_NOCACHE pid=$PID_NOCACHE script=hot ;;
+    C_DB) port=$P_CDB pid=$PID_CDB script=hot ;;
+    C_MISS) port=$P_CMISS pid=$PID_CMISS script=hot ;;
+    C_PUT | S7)
+      port=$P_ASIDE pid=$PID_ASIDE script=seq
+      [[ "$sc" == C_PUT ]] && port=$P_CMISS pid=$PID_CMISS
+      export BENCH_METHOD=PUT BENCH_FROM=$((RANDOM % SEED + 1)) BENCH_IDS="$SEED"
+      ;;
+    S8)
+      port=$P_ASIDE pid=$PID_ASIDE script=seq
+      export BENCH_METHOD=GET BENCH_FROM=$((SEED + 1)) BENCH_IDS=$((SEED + MISS_IDS))
+      invalidate_miss_ids
+      ;;
     *) die "unknown scenario $sc" ;;
   esac
   name="$OUT/lua/$script.lua"
@@ -129,6 +149,8 @@ measure() {
   export BENCH_RUN="r${round}c${conns}$RANDOM"
   wrk -t1 -c"$conns" -d"${WARMUP}s" -s "$name" "$url" >/dev/null 2>&1 || true
   export BENCH_RUN="m${round}c${conns}$RANDOM"
+  # S8 reads each id once: the warm-up read some, so invalidate them all again.
+  [[ "$sc" == S8 ]] && invalidate_miss_ids
 
   local h0=0 m0=0 b0=0 h1=0 m1=0 b1=0 t0 t1
   if [[ "$sc" == S* ]]; then
@@ -171,6 +193,27 @@ print(json.dumps({
 }))
 PY
   tail -n1 "$RESULTS" >&2
+  export BENCH_IDS="$SEED"
+  unset BENCH_METHOD BENCH_FROM
+}
+
+# What a write does to the S8 records: a fresh token of the current master term, the entry deleted.
+invalidate_miss_ids() {
+  local ns
+  ns="$(redis-cli -p "$REDIS_PORT" INFO replication | tr -d '\r' | awk -F: '$1 == "master_replid" { print substr($2, 1, 16) }')"
+  [[ ${#ns} == 16 ]] || die "no master_replid"
+  python3 - "$((SEED + 1))" "$MISS_IDS" "$ns" <<'PY' | redis-cli -p "$REDIS_PORT" --pipe >/dev/null
+import os, sys
+start, n, ns = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def cmd(*a):
+    return f"*{len(a)}\r\n" + "".join(f"${len(x)}\r\n{x}\r\n" for x in a)
+out = []
+for i in range(start, start + n):
+    tag = f"aside:v1:{{rec:{i}}}"
+    out.append(cmd("SET", f"{tag}:tok", ns + os.urandom(16).hex(), "EX", "7210"))
+    out.append(cmd("DEL", f"{tag}:body"))
+sys.stdout.write("".join(out))
+PY
 }
 
 # pgbench: the same single-row insert at the same concurrency; latencies from its per-txn log.
@@ -225,10 +268,10 @@ main() {
     log "cargo build --release --bin aside --examples"
     cargo build --release --bin aside --examples >&2
   fi
-  [[ -x "$BIN" && -x "$EXAMPLES/ceiling_poem" && -x "$EXAMPLES/ceiling_fred" ]] ||
+  [[ -x "$BIN" && -x "$EXAMPLES/ceiling_poem" && -x "$EXAMPLES/ceiling_fred" && -x "$EXAMPLES/ceiling_db" ]] ||
     die "binaries missing under $TARGET_DIR/release"
   local s
-  for s in hot uniform list post mixed; do
+  for s in hot uniform list post mixed seq; do
     cat scripts/bench/common.lua "scripts/bench/$s.lua" >"$OUT/lua/$s.lua"
   done
   cp scripts/bench/insert.sql "$OUT/insert.sql"
@@ -253,19 +296,20 @@ main() {
     echo "aside commit: $(git rev-parse --short HEAD 2>/dev/null || echo n/a)"
   } >"$OUT/machine.txt" 2>/dev/null || true
 
-  log "migrate + seed $SEED records"
+  log "migrate + seed $SEED records (+ $MISS_IDS for S8)"
   DATABASE_URL="$TEST_DATABASE_URL" RUST_LOG=warn "$BIN" migrate >/dev/null
   psql -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" >/dev/null <<SQL
 INSERT INTO records (key, value, created_at, updated_at)
 SELECT 'bench:' || lpad(n::text, 9, '0'),
        jsonb_build_object('n', n, 'name', 'record ' || n, 'tags', jsonb_build_array('alpha', 'beta', 'gamma'), 'ok', true),
        now(), now()
-FROM generate_series(1, $SEED) AS n;
+FROM generate_series(1, $((SEED + MISS_IDS))) AS n;
 ANALYZE records;
 SQL
   local minid maxid
   read -r minid maxid < <(psql -tA -F' ' "$TEST_DATABASE_URL" -c 'SELECT min(id), max(id) FROM records')
-  [[ "$minid" == 1 && "$maxid" == "$SEED" ]] || die "seeded ids are $minid..$maxid, expected 1..$SEED"
+  [[ "$minid" == 1 && "$maxid" == $((SEED + MISS_IDS)) ]] ||
+    die "seeded ids are $minid..$maxid, expected 1..$((SEED + MISS_IDS))"
   export BENCH_IDS="$SEED" BENCH_HOT="$HOT"
 
   P_ASIDE=$(_svc_free_port)
@@ -283,7 +327,19 @@ SQL
     "$EXAMPLES/ceiling_fred" >"$OUT/ceiling_fred.log" 2>&1 &
   PID_FRED=$!
   PIDS+=("$PID_FRED")
+  P_CDB=$(_svc_free_port "$P_FRED")
+  DATABASE_URL="$TEST_DATABASE_URL" CEILING=db BIND_ADDR="127.0.0.1:$P_CDB" \
+    "$EXAMPLES/ceiling_db" >"$OUT/ceiling_db.log" 2>&1 &
+  PID_CDB=$!
+  PIDS+=("$PID_CDB")
+  P_CMISS=$(_svc_free_port "$P_CDB")
+  DATABASE_URL="$TEST_DATABASE_URL" REDIS_URL="$TEST_REDIS_URL" CEILING=miss BIND_ADDR="127.0.0.1:$P_CMISS" \
+    "$EXAMPLES/ceiling_db" >"$OUT/ceiling_miss.log" 2>&1 &
+  PID_CMISS=$!
+  PIDS+=("$PID_CMISS")
   wait_http "http://127.0.0.1:$P_ASIDE/ready"
+  wait_http "http://127.0.0.1:$P_CDB/data/1"
+  wait_http "http://127.0.0.1:$P_CMISS/data/1"
   wait_http "http://127.0.0.1:$P_NOCACHE/ready"
   wait_http "http://127.0.0.1:$P_POEM/data/1"
   wait_http "http://127.0.0.1:$P_FRED/data/1"

@@ -468,7 +468,9 @@ pub fn trace_id_of(cx: &Context) -> Option<String> {
 }
 
 /// A child span of the running request's server span (ends when dropped); see [`child`].
-pub struct ChildSpan(opentelemetry_sdk::trace::Span);
+/// Boxed: an SDK span is hundreds of bytes, and an `Option<ChildSpan>` lives in every statement's and
+/// cache call's future (traced or not); one more allocation only when a span is actually recorded.
+pub struct ChildSpan(Box<opentelemetry_sdk::trace::Span>);
 
 impl ChildSpan {
     pub fn set(&mut self, kv: KeyValue) {
@@ -524,7 +526,7 @@ pub fn child(name: &'static str, kind: SpanKind, attrs: impl FnOnce() -> Vec<Key
             return None;
         }
         let span = tracer.span_builder(name).with_kind(kind).with_attributes(attrs()).start_with_context(tracer, cx);
-        Some(ChildSpan(span))
+        Some(ChildSpan(Box::new(span)))
     })
 }
 

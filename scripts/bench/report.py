@@ -11,14 +11,19 @@ NAMES = {
     "C_POEM": "ceiling: bare poem, fixed JSON",
     "C_FRED": "ceiling: poem + fred, one Redis GET",
     "C_PG": "ceiling: pgbench single-row INSERT … RETURNING",
+    "C_DB": "ceiling: poem + sqlx, one prepared SELECT by primary key",
+    "C_MISS": "ceiling: poem + fred + sqlx, MGET + SELECT + EVALSHA fill",
+    "C_PUT": "ceiling: poem + sqlx + fred, UPDATE … RETURNING + one pipelined invalidation",
     "S1": "GET /data/{id}, 100-id hot set",
     "S2": "GET /data/{id}, uniform over all ids (warm)",
     "S3": "GET /data list pages of 50",
     "S4": "POST /data, unique keys",
     "S5": "95 % GET / 5 % PUT, hot set",
     "S6": "S1 with CACHE_ENABLED=false",
+    "S7": "PUT /data/{id}, uniform over all ids",
+    "S8": "GET /data/{id}, every one a miss (entries just invalidated)",
 }
-ORDER = ["C_POEM", "C_FRED", "C_PG", "S1", "S2", "S3", "S4", "S5", "S6"]
+ORDER = ["C_POEM", "C_FRED", "C_PG", "C_DB", "C_MISS", "C_PUT", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"]
 
 
 def med(xs):
@@ -126,6 +131,28 @@ def main():
 
     def rl(xs):
         return ", ".join(f"{x:.2f}" for x in xs)
+
+    s5_s1, s5_s1_all = per_round_ratio("S5", "S1", "rps")
+    s6_db, s6_db_all = per_round_ratio("S6", "C_DB", "rps")
+    miss_cpu, miss_cpu_all = per_round_ratio("S8", "C_MISS", "cpu_us_per_req")
+    put_cpu, put_cpu_all = per_round_ratio("S7", "C_PUT", "cpu_us_per_req")
+    s8_hit = med([r["hit_ratio"] for r in by.get("S8", [])])
+
+    p("## Targets (issue 10: the miss and write paths)")
+    p()
+    p("| target | measured | verdict |")
+    p("|---|---|---|")
+    if s5_s1 is not None:
+        p(f"| S5 req/s ≥ 0.70 × S1 | {s5_s1:.2f} × (rounds: {rl(s5_s1_all)}) | {verdict(s5_s1 >= 0.70)} |")
+    if s6_db is not None:
+        p(f"| S6 req/s ≥ 0.8 × database-read ceiling (C_DB) | {s6_db:.2f} × (rounds: {rl(s6_db_all)}) | {verdict(s6_db >= 0.8)} |")
+    if miss_cpu is not None:
+        p(f"| server CPU per miss (S8) ≤ 2 × miss ceiling's (C_MISS) | {miss_cpu:.2f} × (rounds: {rl(miss_cpu_all)}; "
+          f"S8 hit ratio {fmt(None if s8_hit is None else s8_hit * 100)} %) | {verdict(miss_cpu <= 2)} |")
+    if put_cpu is not None:
+        p(f"| server CPU per PUT (S7) ≤ 2 × write ceiling's (C_PUT) | {put_cpu:.2f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 2)} |")
+    p("| S1 vs poem+fred, RSS, non-2xx | see the issue 4 table below | – |")
+    p()
 
     p("## Targets (issue 4)")
     p()

@@ -469,24 +469,55 @@ impl Cache {
     /// Invalidates everything a write to `record` (or a new record, when None) could have changed.
     /// Never fails the write: an undeliverable invalidation is kept pending (see module docs).
     pub async fn invalidate(&self, record: Option<i64>) {
-        {
-            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            p.seq += 1;
-            let seq = p.seq;
-            p.lists = Some(seq);
-            if let Some(id) = record {
-                p.records.insert(id, seq);
-            }
-            self.has_pending.store(true, Ordering::Release);
-        }
         let mut span = self.span("cache invalidate");
-        if let Err(e) = self.flush_pending().await {
+        let deferred = if self.has_pending.load(Ordering::Acquire) {
+            // Earlier writes' invalidations are still undelivered: this one joins them and all go together.
+            self.add_pending(record);
+            self.flush_pending().await.err()
+        } else {
+            // The common case: only this write's keys, in one round trip. (Queuing them as pending first
+            // made every concurrent write re-send the others' keys too: ~4.6 tokens per PUT at 8
+            // connections.) Pending only if delivery fails, before the write answers: a read of this
+            // replica that starts after the answer finds it and delivers it first, as before.
+            let mut tok_keys = Vec::with_capacity(2);
+            let mut dead = Vec::with_capacity(1);
+            if let Some(id) = record {
+                let (t, e) = self.keys(&EntryKey::Record(id));
+                tok_keys.push(t);
+                dead.push(e);
+            }
+            tok_keys.push(self.list_token_key());
+            match self.backend.replace_tokens(&tok_keys, &dead).await {
+                Ok(()) => {
+                    self.command_succeeded();
+                    self.metrics.cache_invalidations(tok_keys.len() as u64);
+                    None
+                }
+                Err(e) => {
+                    self.command_failed();
+                    self.add_pending(record);
+                    Some(e)
+                }
+            }
+        };
+        if let Some(e) = deferred {
             if let Some(s) = &mut span {
                 s.set(KeyValue::new("aside.cache.deferred", true));
                 s.fail("cache unavailable");
             }
             tracing::warn!(error = %e.0, ?record, "cache invalidation deferred: the cache did not take it");
         }
+    }
+
+    fn add_pending(&self, record: Option<i64>) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.seq += 1;
+        let seq = p.seq;
+        p.lists = Some(seq);
+        if let Some(id) = record {
+            p.records.insert(id, seq);
+        }
+        self.has_pending.store(true, Ordering::Release);
     }
 
     /// Delivers every pending invalidation in one round trip.

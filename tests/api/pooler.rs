@@ -108,6 +108,10 @@ async fn two_replicas(url: String, pooler: &str) -> (TestApp, TestApp) {
     (app, peer)
 }
 
+fn pool_size(app: &TestApp) -> u32 {
+    app.db.get_postgres_connection_pool().options().get_max_connections()
+}
+
 fn aside_pooler(word: &str) -> aside::config::DatabasePooler {
     let vars = [("DATABASE_POOLER".to_owned(), word.to_owned())].into_iter().collect();
     aside::config::Config::from_vars(&vars).expect("valid DATABASE_POOLER").database_pooler
@@ -118,6 +122,7 @@ async fn every_query_path_works_through_a_transaction_pooling_pgbouncer() {
     // Arrange: no setting at all; aside finds out that statements move between server connections.
     let (app, peer) = two_replicas(pgbouncer_url(&fresh_database_direct().await), "auto").await;
     assert_eq!((app.statements, peer.statements), ("inline", "inline"));
+    assert_eq!(pool_size(&app), 16, "behind a pooler the pool has the whole budget (no lanes there)");
     // Act + Assert
     every_query_path_answers_right(&app, &peer).await;
     // What a MISS stored is what a HIT serves.
@@ -140,6 +145,7 @@ async fn postgres_itself_keeps_prepared_statements_and_none_forces_them() {
     let direct = fresh_database_direct().await;
     let (app, _) = two_replicas(direct.clone(), "auto").await;
     assert_eq!(app.statements, "prepared", "no pooler detected on a direct connection");
+    assert_eq!(pool_size(&app), 8, "the hot statements' lanes hold the other 8 of the 16");
     let forced = spawn_app_with(|c| {
         c.database_url = pgbouncer_url(&direct);
         c.database_pooler = aside_pooler("none");
