@@ -79,17 +79,8 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// A configuration error: names the variable and says what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
-
-fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { var, reason: reason.into() }
-}
+pub use crate::env::ConfigError;
+use crate::env::bad;
 
 /// The environment table printed by `aside --help` (name, default, meaning).
 pub const ENV_HELP: &[(&str, &str, &str)] = &[

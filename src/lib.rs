@@ -18,6 +18,8 @@ pub mod config;
 pub mod db;
 /// `/openapi.json` and Swagger UI at `/docs`, with an example per error status.
 pub mod docs;
+/// The configuration error every variable reader returns.
+pub mod env;
 /// RFC 9457 problem+json: the only error body the service sends.
 pub mod error;
 /// `/health` and `/ready`.

@@ -35,7 +35,10 @@ use opentelemetry_sdk::{
 };
 use poem::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{config::ConfigError, metrics::Metrics};
+use crate::{
+    env::{ConfigError, bad},
+    metrics::Metrics,
+};
 
 /// Set once any tracer has started: until then every hook is one relaxed load and a branch.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -96,10 +99,6 @@ impl std::fmt::Debug for TraceConfig {
             .field("max_queue_size", &self.max_queue_size)
             .finish()
     }
-}
-
-fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { var, reason: reason.into() }
 }
 
 /// `%XX` escapes (the W3C baggage encoding `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_RESOURCE_ATTRIBUTES`
