@@ -80,7 +80,7 @@ impl std::fmt::Debug for Config {
 }
 
 pub use crate::env::ConfigError;
-use crate::env::bad;
+use crate::env::{bad, parse_num};
 
 /// The environment table printed by `aside --help` (name, default, meaning).
 pub const ENV_HELP: &[(&str, &str, &str)] = &[
@@ -225,21 +225,6 @@ impl Config {
     pub fn database_kind(&self) -> DatabaseKind {
         if self.database_url.starts_with("sqlite:") { DatabaseKind::Sqlite } else { DatabaseKind::Postgres }
     }
-}
-
-fn parse_num(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(raw) = get(var) else { return Ok(default) };
-    let n: u64 = raw.parse().map_err(|_| bad(var, format!("`{raw}` is not a whole number")))?;
-    if !(min..=max).contains(&n) {
-        return Err(bad(var, format!("{n} is outside {min}..={max}")));
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

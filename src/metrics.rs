@@ -112,16 +112,7 @@ impl Metrics {
     pub fn http_request(&self, method: &poem::http::Method, route: &'static str, status: u16, seconds: f64) {
         // Static strings: no allocation per request; unknown methods are `_OTHER` (OTel semantic
         // conventions), so clients cannot mint new series.
-        let method: &'static str = match *method {
-            poem::http::Method::GET => "GET",
-            poem::http::Method::POST => "POST",
-            poem::http::Method::PUT => "PUT",
-            poem::http::Method::DELETE => "DELETE",
-            poem::http::Method::HEAD => "HEAD",
-            poem::http::Method::OPTIONS => "OPTIONS",
-            poem::http::Method::PATCH => "PATCH",
-            _ => "_OTHER",
-        };
+        let method = method_name(method);
         self.0.http_duration.record(
             seconds,
             &[
@@ -216,6 +207,22 @@ pub fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/openapi.json") => "/openapi.json",
         Some(p) if p.starts_with("/docs") => "/docs",
         _ => "unmatched",
+    }
+}
+
+/// The method as OpenTelemetry names it: the registered ones, else `_OTHER` (HTTP semantic conventions).
+pub fn method_name(m: &poem::http::Method) -> &'static str {
+    match *m {
+        poem::http::Method::GET => "GET",
+        poem::http::Method::POST => "POST",
+        poem::http::Method::PUT => "PUT",
+        poem::http::Method::DELETE => "DELETE",
+        poem::http::Method::HEAD => "HEAD",
+        poem::http::Method::OPTIONS => "OPTIONS",
+        poem::http::Method::PATCH => "PATCH",
+        poem::http::Method::TRACE => "TRACE",
+        poem::http::Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
     }
 }
 

@@ -53,7 +53,7 @@ impl Observe {
         };
         let method = req.method().clone();
         let trace = self.traces.as_ref().map(|t| {
-            let cx = t.server_span(req.headers(), method_name(&method), req.uri().path(), &request_id);
+            let cx = t.server_span(req.headers(), metrics::method_name(&method), req.uri().path(), &request_id);
             (t, cx)
         });
         // The id rides in a task-local that the log formatter reads: no tracing span per request.
@@ -81,7 +81,7 @@ impl Observe {
         let trace_id = match trace {
             None => None,
             Some((t, cx)) => {
-                t.finish_server_span(&cx, method_name(&method), route, status, resp.headers_mut());
+                t.finish_server_span(&cx, metrics::method_name(&method), route, status, resp.headers_mut());
                 crate::traces::trace_id_of(&cx)
             }
         };
@@ -94,22 +94,6 @@ impl Observe {
             elapsed.as_secs_f64() * 1000.0,
         );
         Ok(resp)
-    }
-}
-
-/// The method as OpenTelemetry names it: the registered ones, else `_OTHER` (HTTP semantic conventions).
-fn method_name(m: &poem::http::Method) -> &'static str {
-    match *m {
-        poem::http::Method::GET => "GET",
-        poem::http::Method::POST => "POST",
-        poem::http::Method::PUT => "PUT",
-        poem::http::Method::DELETE => "DELETE",
-        poem::http::Method::HEAD => "HEAD",
-        poem::http::Method::OPTIONS => "OPTIONS",
-        poem::http::Method::PATCH => "PATCH",
-        poem::http::Method::TRACE => "TRACE",
-        poem::http::Method::CONNECT => "CONNECT",
-        _ => "_OTHER",
     }
 }
 

@@ -36,7 +36,7 @@ use opentelemetry_sdk::{
 use poem::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
-    env::{ConfigError, bad},
+    env::{ConfigError, bad, parse_num},
     metrics::Metrics,
 };
 
@@ -133,21 +133,6 @@ fn parse_pairs(var: &'static str, raw: &str) -> Result<Vec<(String, String)>, Co
     Ok(pairs)
 }
 
-fn parse_millis(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(raw) = get(var) else { return Ok(default) };
-    let n: u64 = raw.parse().map_err(|_| bad(var, format!("`{raw}` is not a whole number")))?;
-    if !(min..=max).contains(&n) {
-        return Err(bad(var, format!("{n} is outside {min}..={max}")));
-    }
-    Ok(n)
-}
-
 impl TraceConfig {
     /// Reads the standard variables; `Ok(None)` = tracing off (no endpoint, `OTEL_SDK_DISABLED=true`
     /// or `OTEL_TRACES_EXPORTER=none`). Everything is checked even then, so a typo never waits for the
@@ -217,16 +202,16 @@ impl TraceConfig {
         } else {
             "OTEL_EXPORTER_OTLP_TIMEOUT"
         };
-        let timeout = Duration::from_millis(parse_millis(get, timeout_var, 10_000, 1, 60_000)?);
+        let timeout = Duration::from_millis(parse_num(get, timeout_var, 10_000, 1, 60_000)?);
         let resource = parse_pairs("OTEL_RESOURCE_ATTRIBUTES", &get("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default())?;
         // OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES (SDK spec).
         let service_name = get("OTEL_SERVICE_NAME")
             .or_else(|| resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
             .unwrap_or_else(|| "aside".into());
         let sampler = parse_sampler(get)?;
-        let schedule_delay = Duration::from_millis(parse_millis(get, "OTEL_BSP_SCHEDULE_DELAY", 5_000, 1, 600_000)?);
-        let max_queue_size = parse_millis(get, "OTEL_BSP_MAX_QUEUE_SIZE", 2_048, 1, 1_000_000)? as usize;
-        let max_export_batch_size = parse_millis(get, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1_000_000)? as usize;
+        let schedule_delay = Duration::from_millis(parse_num(get, "OTEL_BSP_SCHEDULE_DELAY", 5_000, 1, 600_000)?);
+        let max_queue_size = parse_num(get, "OTEL_BSP_MAX_QUEUE_SIZE", 2_048, 1, 1_000_000)? as usize;
+        let max_export_batch_size = parse_num(get, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1_000_000)? as usize;
         if max_export_batch_size > max_queue_size {
             return Err(bad("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "must not exceed OTEL_BSP_MAX_QUEUE_SIZE"));
         }

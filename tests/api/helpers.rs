@@ -692,3 +692,23 @@ pub async fn try_redis_cli(port: u16, args: &[&str]) -> String {
     .await
     .unwrap_or_default()
 }
+
+/// Starts the real binary (`cmd`, its env set) on a free loopback port with stdout piped, and waits until
+/// `/ready` answers 200: the child, the base URL and a client.
+pub async fn start_ready(mut cmd: std::process::Command) -> (std::process::Child, String, reqwest::Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = cmd
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(10), || async {
+        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up.is_some(), "ready");
+    (child, url, client)
+}

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Proxy, TestApp, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
-    spawn_embedded_app, test_config, via_proxy,
+    spawn_embedded_app, start_ready, test_config, via_proxy,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,26 +217,6 @@ async fn the_openapi_document_serves_swagger_ui_users() {
 
 fn aside_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aside"))
-}
-
-/// Starts the real binary (`cmd`, its env set) on a free loopback port with stdout piped, and waits until
-/// `/ready` answers 200: the child, the base URL and a client.
-async fn start_ready(mut cmd: Command) -> (std::process::Child, String, reqwest::Client) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = cmd
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(10), || async {
-        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up.is_some(), "ready");
-    (child, url, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,7 +14,7 @@ use aside::{config::Config, traces::TraceConfig};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, eventually, spawn_app, spawn_app_with, start_ready};
 
 fn otlp_endpoint() -> String {
     std::env::var("TEST_OTLP_ENDPOINT").expect(
@@ -414,20 +414,16 @@ async fn a_dead_or_hanging_collector_never_fails_a_request_and_lost_spans_are_co
 /// Runs the real binary with the `OTEL_*` variables and `LOG_FORMAT=format`, sends one traced request,
 /// and returns the log lines that carry its request id (stdout read until the access line appears).
 async fn binary_log_lines(format: &str, trace: &str, request_id: &str) -> Vec<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let db = std::env::temp_dir().join(format!("aside-traces-{}.db", uuid::Uuid::new_v4()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aside"))
-        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aside"));
+    cmd.env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
         .env("LOG_FORMAT", format)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint())
         .env("OTEL_SERVICE_NAME", "aside-bin")
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let (mut child, url, client) = start_ready(cmd).await;
+    // Lines written before this point wait in the pipe.
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let stdout = child.stdout.take().expect("stdout");
     let sink = lines.clone();
@@ -436,13 +432,6 @@ async fn binary_log_lines(format: &str, trace: &str, request_id: &str) -> Vec<St
             sink.lock().expect("lines").push(line);
         }
     });
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(10), || async {
-        client.get(format!("{url}/ready")).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up.is_some(), "ready");
     let r = client
         .get(format!("{url}/data/1"))
         .header("traceparent", format!("00-{trace}-{}-01", random_hex(16)))
