@@ -367,14 +367,19 @@ otelcol_stop() {
 }
 
 # Stops the cluster nodes and the sentinel set (KILL: they hold nothing worth a clean shutdown).
-_svc_redis_ha_stop() {
-  local f pid
-  for f in "$SERVICES_DIR"/cluster-*/redis.pid "$SERVICES_DIR"/sentinel-*/redis.pid; do
-    [[ -f "$f" ]] || continue
-    pid="$(cat "$f" 2>/dev/null)"
-    [[ -n "$pid" ]] || continue
-    kill -CONT "$pid" 2>/dev/null || true
-    kill -KILL "$pid" 2>/dev/null || true
+_svc_redis_ha_stop() { # [KIND...]: cluster, sentinel (default both); their dirs go too
+  local f pid kind kinds=("$@")
+  ((${#kinds[@]})) || kinds=(cluster sentinel)
+  for kind in "${kinds[@]}"; do
+    for f in "$SERVICES_DIR/$kind"-*/redis.pid; do
+      [[ -f "$f" ]] || continue
+      pid="$(cat "$f" 2>/dev/null)"
+      if [[ -n "$pid" ]]; then
+        kill -CONT "$pid" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      rm -rf "$(dirname "$f")"
+    done
   done
 }
 
@@ -477,8 +482,20 @@ services_start() {
 
   if [[ "${SKIP_REDIS_HA:-0}" != 1 ]]; then
     _svc_taken="$PG_PORT $REDIS_PORT $PGBOUNCER_PORT"
-    redis_cluster_start || return 1
-    redis_sentinel_start || return 1
+    # A port picked free can be taken before redis-server binds it (another run on the machine):
+    # each set gets three tries on new ports, like the single servers above.
+    for try in 1 2 3; do
+      redis_cluster_start && break
+      _svc_redis_ha_stop cluster
+      [[ "$try" == 3 ]] && return 1
+      _svc_log "the redis cluster failed to start, retrying on new ports"
+    done
+    for try in 1 2 3; do
+      redis_sentinel_start && break
+      _svc_redis_ha_stop sentinel
+      [[ "$try" == 3 ]] && return 1
+      _svc_log "the sentinel set failed to start, retrying on new ports"
+    done
     _svc_log "redis cluster on ${REDIS_CLUSTER_PORTS// /,}, sentinels on ${REDIS_SENTINEL_PORTS// /,}"
   fi
 
