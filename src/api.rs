@@ -183,6 +183,9 @@ impl DataApi {
             Ok(done)
         };
         // The spawned task logs under the request's id too, and its spans join the request's trace.
+        // Boxed once: the two arms below would otherwise each hold the whole write future, and the task
+        // (copied into tokio's task cell) would carry both (issue 10's profile: futures copied per PUT).
+        let work = Box::pin(work);
         let trace = crate::traces::current();
         let work = async move {
             match trace {
