@@ -55,6 +55,13 @@ _svc_until() {
   return 1
 }
 _svc_dead() { ! kill -0 "$1" 2>/dev/null; }
+# The process named in PIDFILE (if any) terminated as above; the file removed.
+_svc_stop_pidfile() {
+  local pid
+  pid="$(cat "$1" 2>/dev/null)"
+  [[ -n "$pid" ]] && _svc_terminate "$pid"
+  rm -f "$1"
+}
 # PORT PID: something listens on 127.0.0.1:PORT, or PID is gone (no point waiting then)
 _svc_listening_or_dead() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null || _svc_dead "$2"; }
 
@@ -197,11 +204,7 @@ redis_start() {
 }
 
 redis_stop() {
-  local pid
-  pid="$(_svc_redis_pid)"
-  [[ -n "$pid" ]] || return 0
-  _svc_terminate "$pid"
-  rm -f "$SERVICES_DIR/redis/redis.pid"
+  _svc_stop_pidfile "$SERVICES_DIR/redis/redis.pid"
 }
 
 redis_pause() { kill -STOP "$(_svc_redis_pid)"; }
@@ -358,13 +361,7 @@ EOF
   return 1
 }
 
-otelcol_stop() {
-  local pid
-  pid="$(cat "$SERVICES_DIR/otelcol/otelcol.pid" 2>/dev/null)"
-  [[ -n "$pid" ]] || return 0
-  _svc_terminate "$pid"
-  rm -f "$SERVICES_DIR/otelcol/otelcol.pid"
-}
+otelcol_stop() { _svc_stop_pidfile "$SERVICES_DIR/otelcol/otelcol.pid"; }
 
 # Stops the cluster nodes and the sentinel set (KILL: they hold nothing worth a clean shutdown).
 _svc_redis_ha_stop() { # [KIND...]: cluster, sentinel (default both); their dirs go too
@@ -429,13 +426,8 @@ pgbouncer_start() {
   return 1
 }
 
-pgbouncer_stop() {
-  local pid
-  pid="$(cat "$SERVICES_DIR/pgbouncer/pgbouncer.pid" 2>/dev/null)"
-  [[ -n "$pid" ]] || return 0
-  _svc_terminate "$pid" # TERM: immediate shutdown (INT would wait for clients)
-  rm -f "$SERVICES_DIR/pgbouncer/pgbouncer.pid"
-}
+# TERM is PgBouncer's immediate shutdown (INT would wait for clients)
+pgbouncer_stop() { _svc_stop_pidfile "$SERVICES_DIR/pgbouncer/pgbouncer.pid"; }
 
 services_start() {
   _svc_ensure_installed
