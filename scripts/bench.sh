@@ -42,6 +42,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
+# One Postgres and one Redis: the idle Redis Cluster and Sentinel set (their gossip, pings and
+# replication) would only add background load to two busy cores.
+export SKIP_REDIS_HA=1
 
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
@@ -110,6 +113,48 @@ cpu_ticks() { # PID -> utime+stime in clock ticks
   echo $((f[11] + f[12]))
 }
 
+# Where the rest of the machine's CPU goes during a measured window (issue 10: an S5 request costs
+# Postgres and Redis work on the same two cores, which the server's own CPU does not show).
+machine_ticks() { # -> busy clock ticks of all cores (user, nice, system, irq, softirq; not idle/iowait/steal)
+  local _c user nice system _idle _iow irq softirq _rest
+  read -r _c user nice system _idle _iow irq softirq _rest </proc/stat
+  echo $((user + nice + system + irq + softirq))
+}
+
+pg_ticks() { # the postmaster, every process it runs (backends, autovacuum, WAL writer, ...) and those it
+  # reaped (its cutime + cstime: pgbench's backends end inside the window)
+  local pm f
+  pm="$(head -n1 "$SERVICES_DIR/pg/data/postmaster.pid")"
+  read -r -a f < <(sed 's/^.*) //' "/proc/$pm/stat")
+  # shellcheck disable=SC2046
+  echo $(($(procs_ticks $(pgrep -P "$pm")) + f[11] + f[12] + f[13] + f[14]))
+}
+
+procs_ticks() { # PID... -> summed utime+stime in clock ticks (a process gone meanwhile counts 0)
+  local pid sum=0 f
+  for pid in "$@"; do
+    [[ -r "/proc/$pid/stat" ]] || continue
+    read -r -a f < <(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    sum=$((sum + f[11] + f[12]))
+  done
+  echo "$sum"
+}
+
+# Ticks of Postgres, Redis and the machine, for a window's start and end (process sets re-read at each
+# end: a backend that ended inside the window loses its share, one that started gains its lifetime).
+others_ticks() { # -> "postgres redis machine"
+  echo "$(pg_ticks) $(procs_ticks "$(_svc_redis_pid)") $(machine_ticks)"
+}
+
+# A child's CPU from bash's `times` output (its second line: children's user and system time).
+times_us() { # FILE -> microseconds
+  python3 - "$1" <<'PY'
+import re, sys
+line = open(sys.argv[1]).read().splitlines()[1]
+print(int(sum(int(m) * 60e6 + float(s) * 1e6 for m, s in re.findall(r"(\d+)m([0-9.]+)s", line))))
+PY
+}
+
 metric_sum() { # PORT OUTCOME -> sum of aside_cache_lookups_total{outcome=OUTCOME}
   curl -s "http://127.0.0.1:$1/metrics" |
     awk -v o="outcome=\"$2\"" 'index($0, "aside_cache_lookups_total{") == 1 && index($0, o) { s += $NF } END { printf "%d\n", s }'
@@ -160,11 +205,17 @@ measure() {
   (while sleep 0.2; do awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null || exit 0; done) \
     >"$OUT/rss.tmp" &
   local sampler=$!
+  local o0 o1
+  o0=$(others_ticks)
   t0=$(cpu_ticks "$pid")
   local line
-  line="$(wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s "$name" "$url" | grep '^RESULT ')" ||
-    die "wrk failed for $sc"
+  # `times` in the same subshell: wrk's own CPU (it shares the two cores too)
+  line="$(
+    set -o pipefail
+    wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s "$name" "$url" | grep '^RESULT ' && times >"$OUT/wrk.times"
+  )" || die "wrk failed for $sc"
   t1=$(cpu_ticks "$pid")
+  o1=$(others_ticks)
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   if [[ "$sc" == S* ]]; then
@@ -173,12 +224,15 @@ measure() {
   local rss
   rss=$(sort -n "$OUT/rss.tmp" | tail -n1)
   python3 - "$round" "$sc" "$conns" "$((t1 - t0))" "$(getconf CLK_TCK)" "${rss:-0}" \
-    "$((h1 - h0))" "$((m1 - m0))" "$((b1 - b0))" "$line" >>"$RESULTS" <<'PY'
+    "$((h1 - h0))" "$((m1 - m0))" "$((b1 - b0))" "$line" "$o0" "$o1" "$(times_us "$OUT/wrk.times")" >>"$RESULTS" <<'PY'
 import json, sys
-rnd, sc, conns, ticks, hz, rss, hit, miss, byp, line = sys.argv[1:]
+rnd, sc, conns, ticks, hz, rss, hit, miss, byp, line, o0, o1, wrk_us = sys.argv[1:]
 kv = dict(p.split("=") for p in line.split()[1:])
 reqs = int(kv["requests"])
 lookups = int(hit) + int(miss) + int(byp)
+pg, redis, machine = (int(b) - int(a) for a, b in zip(o0.split(), o1.split()))
+def per_req_ticks(t):
+    return (t / int(hz) * 1e6 / reqs) if reqs else None
 print(json.dumps({
     "round": int(rnd), "scenario": sc, "conns": int(conns),
     "requests": reqs, "rps": float(kv["rps"]),
@@ -188,7 +242,10 @@ print(json.dumps({
     "socket_errors": sum(int(kv[k]) for k in ("err_connect", "err_read", "err_write", "err_timeout")),
     "hit_ratio": (int(hit) / lookups) if lookups else None,
     "lookups": lookups, "bypass": int(byp),
-    "cpu_us_per_req": (int(ticks) / int(hz) * 1e6 / reqs) if reqs else None,
+    "cpu_us_per_req": per_req_ticks(int(ticks)),
+    "pg_us_per_req": per_req_ticks(pg), "redis_us_per_req": per_req_ticks(redis),
+    "wrk_us_per_req": (int(wrk_us) / reqs) if reqs else None,
+    "machine_us_per_req": per_req_ticks(machine),
     "peak_rss_mb": int(rss) / 1024,
 }))
 PY
@@ -222,12 +279,15 @@ measure_pgbench() {
   local url="$TEST_DATABASE_URL"
   pgbench -n -c "$conns" -j 1 -T "$WARMUP" -f "$OUT/insert.sql" "$url" >/dev/null 2>&1 || true
   rm -f "$OUT"/pgb_log*
-  local txt
+  local txt o0 o1
+  o0=$(others_ticks)
   txt="$(cd "$OUT" && pgbench -n -c "$conns" -j 1 -T "$dur" -f "$OUT/insert.sql" -l \
-    --log-prefix=pgb_log "$url" 2>&1)" || die "pgbench failed: $txt"
-  python3 - "$round" "$conns" "$OUT" "$txt" >>"$RESULTS" <<'PY'
+    --log-prefix=pgb_log "$url" 2>&1 && times >"$OUT/wrk.times")" || die "pgbench failed: $txt"
+  o1=$(others_ticks)
+  python3 - "$round" "$conns" "$OUT" "$txt" "$o0" "$o1" "$(getconf CLK_TCK)" "$(times_us "$OUT/wrk.times")" >>"$RESULTS" <<'PY'
 import glob, json, re, sys
-rnd, conns, out, txt = sys.argv[1:]
+rnd, conns, out, txt, o0, o1, hz, client_us = sys.argv[1:]
+pg, redis, machine = (int(b) - int(a) for a, b in zip(o0.split(), o1.split()))
 lat = []
 for f in glob.glob(out + "/pgb_log*"):
     for ln in open(f):
@@ -244,6 +304,10 @@ print(json.dumps({
     "rps": tps, "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": (lat[-1] / 1000) if lat else None,
     "non2xx": int(failed.group(1)) if failed else 0, "socket_errors": 0, "hit_ratio": None,
     "lookups": 0, "bypass": 0, "cpu_us_per_req": None, "peak_rss_mb": None,
+    # the server here is Postgres; "wrk" is pgbench, the client
+    "pg_us_per_req": (pg / int(hz) * 1e6 / len(lat)) if lat else None, "redis_us_per_req": None,
+    "wrk_us_per_req": (int(client_us) / len(lat)) if lat else None,
+    "machine_us_per_req": (machine / int(hz) * 1e6 / len(lat)) if lat else None,
 }))
 PY
   rm -f "$OUT"/pgb_log*

@@ -112,6 +112,33 @@ def main():
       "pgbench's per-transaction log; its CPU is Postgres's and not shown.")
     p()
 
+    # where the machine's CPU went (rows measured before this accounting existed have no such fields)
+    def cpu(sc, field):
+        return med([r.get(field) for r in by.get(sc, [])])
+
+    if any(r.get("machine_us_per_req") is not None for r in main_rows):
+        p("### Where the machine's CPU went, per request")
+        p()
+        p("| id | server (aside or the ceiling) µs | Postgres µs | Redis µs | wrk µs | rest µs | machine busy µs | req/s × machine µs / 2 cores |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for sc in ORDER:
+            if not by.get(sc) or cpu(sc, "machine_us_per_req") is None:
+                continue
+            parts = [cpu(sc, f) for f in ("cpu_us_per_req", "pg_us_per_req", "redis_us_per_req", "wrk_us_per_req")]
+            mach = cpu(sc, "machine_us_per_req")
+            rest = mach - sum(x or 0 for x in parts)
+            util = med([r["rps"] * r["machine_us_per_req"] / 2e6 for r in by[sc] if r.get("machine_us_per_req")])
+            p(f"| {sc} | " + " | ".join(fmt(x, 1) for x in parts) + f" | {fmt(rest, 1)} | {fmt(mach, 1)} | {util * 100:.0f} % |")
+        p()
+        p("Medians over rounds of each process's (utime + stime) during the measured window ÷ requests: "
+          "Postgres = the postmaster and all its children, Redis = the one server, wrk = the load "
+          "generator itself (pgbench for C_PG, where Postgres is the server), machine = every core's "
+          "busy time from /proc/stat; rest = machine − the named ones (the other idle servers of the "
+          "run, the kernel's softirq work not charged to a process). The last column near 100 % means "
+          "the run was CPU-bound: then req/s ≈ 2 cores ÷ machine µs per request, so ratios of req/s "
+          "follow ratios of machine CPU.")
+        p()
+
     # targets
     s1_fred, s1_fred_all = per_round_ratio("S1", "C_FRED", "rps")
     p99_ratio, p99_all = per_round_ratio("S1", "C_FRED", "p99_ms")
@@ -153,6 +180,21 @@ def main():
         p(f"| server CPU per PUT (S7) ≤ 2 × write ceiling's (C_PUT) | {put_cpu:.2f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 2)} |")
     p("| S1 vs poem+fred, RSS, non-2xx | see the issue 4 table below | – |")
     p()
+    m1, m5 = cpu("S1", "machine_us_per_req"), cpu("S5", "machine_us_per_req")
+    if m1 and m5:
+        d = {f: (cpu("S5", f) or 0) - (cpu("S1", f) or 0)
+             for f in ("cpu_us_per_req", "pg_us_per_req", "redis_us_per_req", "wrk_us_per_req")}
+        p(f"An S5 request cost the machine {m5:.1f} µs of CPU against S1's {m1:.1f} µs, so on these two "
+          f"busy cores S5 can reach about {m1 / m5:.2f} × S1's req/s. The difference: aside "
+          f"{d['cpu_us_per_req']:+.1f} µs, Postgres {d['pg_us_per_req']:+.1f} µs, Redis "
+          f"{d['redis_us_per_req']:+.1f} µs, wrk {d['wrk_us_per_req']:+.1f} µs per request.")
+        p()
+    f1, mf = cpu("S1", "machine_us_per_req"), cpu("C_FRED", "machine_us_per_req")
+    if f1 and mf:
+        p(f"S1 vs the poem+fred ceiling, the same way: {f1:.1f} vs {mf:.1f} µs of machine CPU per request "
+          f"(aside {cpu('S1', 'cpu_us_per_req'):.1f} vs the ceiling's {cpu('C_FRED', 'cpu_us_per_req'):.1f} µs), "
+          f"so S1 can reach about {mf / f1:.2f} × the ceiling's req/s.")
+        p()
 
     p("## Targets (issue 4)")
     p()
