@@ -270,7 +270,11 @@ impl RedisStore {
         // The hot path relies on fred's own per-command timeout (`fast`) alone: a second timer around it
         // cost a timer-wheel registration per cache hit and bounded nothing more.
         let client = self.pool.next().with_options(&self.fast);
-        let mut found: Vec<Option<Bytes>> = client.mget(vec![tok_key, entry_key]).await?;
+        // Boxed here, each command on its own, rather than this whole function by its caller: fred's
+        // command futures are ~5 KiB each and this one holds two (the MGET, the rare token script), so a
+        // box around it copied ~11 KiB per cache hit (callgrind: a third of a hit's instructions were
+        // that memcpy); now a hit copies the MGET's alone.
+        let mut found: Vec<Option<Bytes>> = Box::pin(client.mget(vec![tok_key, entry_key])).await?;
         let entry = found.pop().flatten();
         let found = match found.pop().flatten() {
             Some(token) if token.starts_with(&term.ns) => (token, entry),
@@ -280,7 +284,7 @@ impl RedisStore {
                 let args: Vec<Value> = vec![candidate.into(), term.ns.clone().into(), ttl.into()];
                 let client = self.pool.next();
                 let token: Bytes =
-                    self.bounded(self.token_script.evalsha_with_reload(client, vec![tok_key], args)).await?;
+                    Box::pin(self.bounded(self.token_script.evalsha_with_reload(client, vec![tok_key], args))).await?;
                 // The entry read above predates this token, so it can never match it: a miss either way.
                 (token, None)
             }
