@@ -157,7 +157,7 @@ def main():
         return "**PASS**" if ok else "**MISSED**"
 
     def rl(xs):
-        return ", ".join(f"{x:.2f}" for x in xs)
+        return ", ".join(f"{x:.3f}" for x in xs)
 
     s5_s1, s5_s1_all = per_round_ratio("S5", "S1", "rps")
     s6_db, s6_db_all = per_round_ratio("S6", "C_DB", "rps")
@@ -170,14 +170,14 @@ def main():
     p("| target | measured | verdict |")
     p("|---|---|---|")
     if s5_s1 is not None:
-        p(f"| S5 req/s ≥ 0.70 × S1 | {s5_s1:.2f} × (rounds: {rl(s5_s1_all)}) | {verdict(s5_s1 >= 0.70)} |")
+        p(f"| S5 req/s ≥ 0.70 × S1 | {s5_s1:.3f} × (rounds: {rl(s5_s1_all)}) | {verdict(s5_s1 >= 0.70)} |")
     if s6_db is not None:
-        p(f"| S6 req/s ≥ 0.8 × database-read ceiling (C_DB) | {s6_db:.2f} × (rounds: {rl(s6_db_all)}) | {verdict(s6_db >= 0.8)} |")
+        p(f"| S6 req/s ≥ 0.8 × database-read ceiling (C_DB) | {s6_db:.3f} × (rounds: {rl(s6_db_all)}) | {verdict(s6_db >= 0.8)} |")
     if miss_cpu is not None:
-        p(f"| server CPU per miss (S8) ≤ 2 × miss ceiling's (C_MISS) | {miss_cpu:.2f} × (rounds: {rl(miss_cpu_all)}; "
+        p(f"| server CPU per miss (S8) ≤ 2 × miss ceiling's (C_MISS) | {miss_cpu:.3f} × (rounds: {rl(miss_cpu_all)}; "
           f"S8 hit ratio {fmt(None if s8_hit is None else s8_hit * 100)} %) | {verdict(miss_cpu <= 2)} |")
     if put_cpu is not None:
-        p(f"| server CPU per PUT (S7) ≤ 2 × write ceiling's (C_PUT) | {put_cpu:.2f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 2)} |")
+        p(f"| server CPU per PUT (S7) ≤ 2 × write ceiling's (C_PUT) | {put_cpu:.3f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 2)} |")
     p("| S1 vs poem+fred, RSS, non-2xx | see the issue 4 table below | – |")
     p()
     m1, m5 = cpu("S1", "machine_us_per_req"), cpu("S5", "machine_us_per_req")
@@ -201,15 +201,15 @@ def main():
     p("| target | measured | verdict |")
     p("|---|---|---|")
     if s1_fred is not None:
-        p(f"| S1 req/s ≥ 0.9 × poem+fred ceiling | {s1_fred:.2f} × (rounds: {rl(s1_fred_all)}) | {verdict(s1_fred >= 0.9)} |")
+        p(f"| S1 req/s ≥ 0.9 × poem+fred ceiling | {s1_fred:.3f} × (rounds: {rl(s1_fred_all)}) | {verdict(s1_fred >= 0.9)} |")
     if p99_ratio is not None:
-        p(f"| S1 p99 ≤ 1.2 × poem+fred ceiling's p99 | {p99_ratio:.2f} × (rounds: {rl(p99_all)}) | {verdict(p99_ratio <= 1.2)} |")
+        p(f"| S1 p99 ≤ 1.2 × poem+fred ceiling's p99 | {p99_ratio:.3f} × (rounds: {rl(p99_all)}) | {verdict(p99_ratio <= 1.2)} |")
     if s1_cpu is not None:
         p(f"| S1 server CPU ≤ 30 µs/request | {s1_cpu:.1f} µs | {verdict(s1_cpu <= 30)} |")
     if s1_s6 is not None:
-        p(f"| S1/S6 speed-up (what the cache buys) ≥ 5× | {s1_s6:.2f} × (rounds: {rl(s1_s6_all)}) | {verdict(s1_s6 >= 5)} |")
+        p(f"| S1/S6 speed-up (what the cache buys) ≥ 5× | {s1_s6:.3f} × (rounds: {rl(s1_s6_all)}) | {verdict(s1_s6 >= 5)} |")
     if s4_pg is not None:
-        p(f"| S4 POST ≥ 0.8 × pgbench insert ceiling | {s4_pg:.2f} × (rounds: {rl(s4_pg_all)}) | {verdict(s4_pg >= 0.8)} |")
+        p(f"| S4 POST ≥ 0.8 × pgbench insert ceiling | {s4_pg:.3f} × (rounds: {rl(s4_pg_all)}) | {verdict(s4_pg >= 0.8)} |")
     p(f"| no non-2xx (or socket error) anywhere | {bad} | {verdict(bad == 0)} |")
     p(f"| RSS ≤ 40 MB under load ({a.conns} connections, every scenario) | peak {rss:.1f} MB | {verdict(rss <= 40)} |")
     if rss_curve:
