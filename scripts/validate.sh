@@ -66,7 +66,8 @@ run() {
 helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 
 SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh
-  scripts/validate/planted.sh scripts/e2e-cluster.sh scripts/cluster-tools.sh scripts/otelcol.sh scripts/bench/callgrind.sh scripts/trace-demo.sh)
+  scripts/validate/planted.sh scripts/e2e-cluster.sh scripts/cluster-tools.sh scripts/otelcol.sh scripts/bench/callgrind.sh scripts/trace-demo.sh
+  scripts/bench.sh scripts/bench/ab.sh)
 check_shellcheck() {
   shellcheck -x "${SHELL_FILES[@]}"
   echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
