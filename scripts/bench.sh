@@ -82,10 +82,7 @@ ensure_tools() {
 # --- processes --------------------------------------------------------------------------------
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  services_stop
+  services_stop_after "${PIDS[@]}"
 }
 
 wait_http() { # URL [seconds]
@@ -362,14 +359,7 @@ main() {
 
   log "migrate + seed $SEED records (+ $MISS_IDS for S8)"
   DATABASE_URL="$TEST_DATABASE_URL" RUST_LOG=warn "$BIN" migrate >/dev/null
-  psql -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" >/dev/null <<SQL
-INSERT INTO records (key, value, created_at, updated_at)
-SELECT 'bench:' || lpad(n::text, 9, '0'),
-       jsonb_build_object('n', n, 'name', 'record ' || n, 'tags', jsonb_build_array('alpha', 'beta', 'gamma'), 'ok', true),
-       now(), now()
-FROM generate_series(1, $((SEED + MISS_IDS))) AS n;
-ANALYZE records;
-SQL
+  psql -q -v ON_ERROR_STOP=1 -v n="$((SEED + MISS_IDS))" -f scripts/bench/seed.sql "$TEST_DATABASE_URL" >/dev/null
   local minid maxid
   read -r minid maxid < <(psql -tA -F' ' "$TEST_DATABASE_URL" -c 'SELECT min(id), max(id) FROM records')
   [[ "$minid" == 1 && "$maxid" == $((SEED + MISS_IDS)) ]] ||

@@ -502,6 +502,15 @@ services_start() {
   _svc_log "postgres 127.0.0.1:$PG_PORT, redis 127.0.0.1:$REDIS_PORT, pgbouncer 127.0.0.1:$PGBOUNCER_PORT, dir $SERVICES_DIR"
 }
 
+# Ends the given processes (a script's own servers) and waits for them, then stops the services: the EXIT
+# trap of the benchmark scripts.
+services_stop_after() {
+  local pid
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+  services_stop
+}
+
 services_stop() {
   [[ -n "${SERVICES_DIR:-}" && -d "$SERVICES_DIR" ]] || return 0
   pgbouncer_stop || true

@@ -44,10 +44,7 @@ OUT="$(mktemp -d)"
 
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  services_stop
+  services_stop_after "${PIDS[@]}"
   rm -rf "$OUT"
 }
 trap cleanup EXIT
@@ -56,14 +53,7 @@ trap 'exit 143' TERM
 
 services_start >/dev/null
 DATABASE_URL="$TEST_DATABASE_URL" RUST_LOG=warn "$A" migrate >/dev/null
-psql -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" >/dev/null <<SQL
-INSERT INTO records (key, value, created_at, updated_at)
-SELECT 'bench:' || lpad(n::text, 9, '0'),
-       jsonb_build_object('n', n, 'name', 'record ' || n, 'tags', jsonb_build_array('alpha', 'beta', 'gamma'), 'ok', true),
-       now(), now()
-FROM generate_series(1, $RECORDS) AS n;
-ANALYZE records;
-SQL
+psql -q -v ON_ERROR_STOP=1 -v n="$RECORDS" -f scripts/bench/seed.sql "$TEST_DATABASE_URL" >/dev/null
 
 start() { # BINARY "ENV WORDS" -> "PID PORT"
   local port

@@ -54,10 +54,7 @@ done
 
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  services_stop
+  services_stop_after "${PIDS[@]}"
 }
 
 wait_ready() { # PORT SECONDS
@@ -284,14 +281,7 @@ main() {
   trap 'exit 143' TERM
   services_start
   DATABASE_URL="$TEST_DATABASE_URL" RUST_LOG=warn "$BIN" migrate >/dev/null
-  psql -q -v ON_ERROR_STOP=1 "$TEST_DATABASE_URL" >/dev/null <<SQL
-INSERT INTO records (key, value, created_at, updated_at)
-SELECT 'bench:' || lpad(n::text, 9, '0'),
-       jsonb_build_object('n', n, 'name', 'record ' || n, 'tags', jsonb_build_array('alpha', 'beta', 'gamma'), 'ok', true),
-       now(), now()
-FROM generate_series(1, $SEED) AS n;
-ANALYZE records;
-SQL
+  psql -q -v ON_ERROR_STOP=1 -v n="$SEED" -f scripts/bench/seed.sql "$TEST_DATABASE_URL" >/dev/null
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo n/a)$(git diff --quiet 2>/dev/null || echo '+dirty'), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg), wrk -c$CONNS, $DURATION s per scenario"
   echo
   if [[ "${CALLGRIND:-1}" == 1 ]]; then
