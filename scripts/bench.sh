@@ -104,12 +104,6 @@ start_aside() { # NAME PORT [ENV=VAL...]; sets LAST_PID
   PIDS+=("$LAST_PID")
 }
 
-cpu_ticks() { # PID -> utime+stime in clock ticks
-  local f
-  read -r -a f < <(sed 's/^.*) //' "/proc/$1/stat")
-  echo $((f[11] + f[12]))
-}
-
 # Where the rest of the machine's CPU goes during a measured window (issue 10: an S5 request costs
 # Postgres and Redis work on the same two cores, which the server's own CPU does not show).
 machine_ticks() { # -> busy clock ticks of all cores (user, nice, system, irq, softirq; not idle/iowait/steal)
@@ -204,14 +198,14 @@ measure() {
   local sampler=$!
   local o0 o1
   o0=$(others_ticks)
-  t0=$(cpu_ticks "$pid")
+  t0=$(procs_ticks "$pid")
   local line
   # `times` in the same subshell: wrk's own CPU (it shares the two cores too)
   line="$(
     set -o pipefail
     wrk -t1 -c"$conns" -d"${dur}s" --timeout 5s -s "$name" "$url" | grep '^RESULT ' && times >"$OUT/wrk.times"
   )" || die "wrk failed for $sc"
-  t1=$(cpu_ticks "$pid")
+  t1=$(procs_ticks "$pid")
   o1=$(others_ticks)
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
