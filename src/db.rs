@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     config::{Config, DatabaseKind, DatabasePooler},
     error::ApiError,
+    lanes::{self, LANES, Lanes, Signs},
     logging::{self, in_request, in_request_async},
     metrics::Metrics,
     pooler, traces,
@@ -54,7 +55,7 @@ pub mod record {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Connections to Postgres per process: the pool's plus the hot statements' lanes (`Lanes`).
+/// Connections to Postgres per process: the pool's plus the hot statements' lanes (`lanes`).
 const MAX_CONNECTIONS: u32 = 16;
 /// The pool's share (lists, inserts, readiness; every statement behind a pooler).
 const POOL_CONNECTIONS: u32 = MAX_CONNECTIONS - LANES as u32;
@@ -92,16 +93,30 @@ pub fn connect_options(config: &Config) -> ConnectOptions {
     opts
 }
 
+/// The store's database: the pool, how statements go out, and the signs of broken connections its
+/// pool and lanes share (`lanes::Signs`).
+pub struct Connected {
+    pub db: DatabaseConnection,
+    pub statements: Statements,
+    signs: Arc<Signs>,
+}
+
 /// Opens the pool with one connection ready, so the first request (or `/ready`) does not pay for a
 /// connection set-up. Start-up needs Postgres anyway: migrations run first. Then settles how
 /// statements go out (`DATABASE_POOLER`).
-pub async fn connect(config: &Config) -> Result<(DatabaseConnection, Statements), DbErr> {
+pub async fn connect(config: &Config) -> Result<Connected, DbErr> {
+    let signs = Arc::new(Signs::default());
+    let (db, statements) = connect_with(config, &signs).await?;
+    Ok(Connected { db, statements, signs })
+}
+
+async fn connect_with(config: &Config, signs: &Arc<Signs>) -> Result<(DatabaseConnection, Statements), DbErr> {
     // Without a pooler the hot statements' lanes hold the other half of MAX_CONNECTIONS.
     let pool_size = match config.database_pooler {
         DatabasePooler::Transaction => MAX_CONNECTIONS,
         _ => POOL_CONNECTIONS,
     };
-    let db = open(config, pool_size).await?;
+    let db = open(config, pool_size, signs).await?;
     if config.database_kind() == DatabaseKind::Sqlite {
         // WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
         db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;").await?;
@@ -118,7 +133,7 @@ pub async fn connect(config: &Config) -> Result<(DatabaseConnection, Statements)
                 // No lanes behind a pooler: the pool gets the whole budget (reopened, since sqlx pools
                 // cannot grow; once, at start-up).
                 db.close().await?;
-                let db = open(config, MAX_CONNECTIONS).await?;
+                let db = open(config, MAX_CONNECTIONS, signs).await?;
                 let pool = db.get_postgres_connection_pool().clone();
                 return Ok((db, Statements::Inline(pool)));
             }
@@ -133,9 +148,13 @@ pub async fn connect(config: &Config) -> Result<(DatabaseConnection, Statements)
 }
 
 /// The pool, `max` connections on Postgres, with one ready.
-async fn open(config: &Config, max: u32) -> Result<DatabaseConnection, DbErr> {
+async fn open(config: &Config, max: u32, signs: &Arc<Signs>) -> Result<DatabaseConnection, DbErr> {
     let mut opts = connect_options(config);
-    opts.acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false).idle_timeout(Duration::from_secs(300));
+    opts.acquire_timeout(ACQUIRE_TIMEOUT).idle_timeout(Duration::from_secs(300));
+    // No ping per checkout (sqlx's default, a round trip each); the lanes' rule instead: a ping only
+    // for a connection idle past `lanes::CHECK_IF_IDLE` or since a sign (DESIGN.md, "After an outage").
+    let signs = signs.clone();
+    opts.test_before_acquire(false).map_sqlx_postgres_before_acquire(move |c, meta| signs.check_pooled(c, meta));
     match config.database_kind() {
         DatabaseKind::Postgres => {
             opts.max_connections(max).min_connections(1);
@@ -165,14 +184,7 @@ fn sqlx_error(e: &DbErr) -> Option<&sea_orm::SqlxError> {
 /// The connection died under the query (server restart, admin termination, network): a fresh
 /// connection may well succeed, so idempotent reads retry once.
 fn connection_lost(e: &DbErr) -> bool {
-    match sqlx_error(e) {
-        Some(sea_orm::SqlxError::Io(_) | sea_orm::SqlxError::Protocol(_)) => true,
-        // SQLSTATE class 08 (connection exception) and 57P01-57P03 (admin/crash shutdown, cannot connect now).
-        Some(sea_orm::SqlxError::Database(d)) => {
-            d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
-        }
-        _ => false,
-    }
+    sqlx_error(e).is_some_and(lanes::connection_class)
 }
 
 /// True when the database cannot serve right now (answer 503, not 500).
@@ -230,6 +242,8 @@ pub struct Store {
     statements: Statements,
     /// Postgres without a pooler: the hot statements, built once (issue 10).
     hot: Option<Arc<Hot>>,
+    /// Connection-class errors seen here make idle connections (pool's and lanes') be checked first.
+    signs: Arc<Signs>,
     metrics: Metrics,
     /// Where `insert` queues rows for the batching workers (None inside the workers themselves).
     inserts: Option<mpsc::Sender<QueuedInsert>>,
@@ -298,7 +312,7 @@ struct Hot {
 }
 
 impl Hot {
-    fn new(pool: &PgPool) -> Self {
+    fn new(pool: &PgPool, signs: &Arc<Signs>) -> Self {
         let pg = DbBackend::Postgres;
         let get = record::Entity::find_by_id(0i64).limit(1).build(pg);
         let mut update = record::Entity::update_many()
@@ -319,7 +333,7 @@ impl Hot {
         insert.query().returning_all();
         let insert = insert.build(pg);
         Self {
-            lanes: Lanes::new(pool),
+            lanes: Lanes::new(pool, signs.clone(), ACQUIRE_TIMEOUT),
             get: get.sql.into(),
             update: update.sql.into(),
             delete: delete.sql.into(),
@@ -332,102 +346,17 @@ impl Hot {
     }
 }
 
-/// Connections to run the hot statements on, held outside sqlx's pool. sqlx's pool pings every
-/// connection it gets back (a `Sync` round trip to Postgres, in a task it spawns) before reusing it:
-/// strace showed 2 writes to Postgres per cache miss and per PUT, one of them that ping. Here a
-/// connection goes back to the idle list only when its statement completed (or failed with an ordinary
-/// SQL error, after which sqlx leaves it ready); cancelled mid-statement or broken, it is closed. A
-/// broken one also closes the idle ones (after a Postgres restart they are all dead), so one request
-/// notices instead of one per connection; reads retry on a fresh connection as before (`Store::read`).
-/// At most `LANES` at once, opened on demand with the pool's own options; the pool keeps the rest
-/// (lists, inserts, readiness), so the total stays `MAX_CONNECTIONS` (behind a pooler, where lanes are
-/// not used, the pool has all `MAX_CONNECTIONS`: see `connect`).
-struct Lanes {
-    options: Arc<sqlx::postgres::PgConnectOptions>,
-    idle: std::sync::Mutex<Vec<sqlx::PgConnection>>,
-    permits: tokio::sync::Semaphore,
-}
-
-const LANES: usize = (MAX_CONNECTIONS / 2) as usize;
-
-/// One connection in use; returned to the idle list on drop only if marked `reusable`.
-struct Lane<'a> {
-    lanes: &'a Lanes,
-    conn: Option<sqlx::PgConnection>,
-    reusable: bool,
-    _permit: tokio::sync::SemaphorePermit<'a>,
-}
-
-impl Lanes {
-    fn new(pool: &PgPool) -> Self {
-        Self { options: pool.connect_options(), idle: Default::default(), permits: tokio::sync::Semaphore::new(LANES) }
-    }
-
-    async fn acquire(&self) -> Result<Lane<'_>, sqlx::Error> {
-        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => {
-                use sqlx::ConnectOptions;
-                // Boxed: sqlx's connect future is KiBs, and it would make every statement's future (and
-                // the write task that carries it) that large; it is only polled when a lane is opened.
-                tokio::time::timeout(ACQUIRE_TIMEOUT, Box::pin(self.options.connect()))
-                    .await
-                    .map_err(|_| sqlx::Error::PoolTimedOut)??
-            }
-        };
-        Ok(Lane { lanes: self, conn: Some(conn), reusable: false, _permit: permit })
-    }
-
-    /// Runs one statement on a lane.
-    async fn run<T, F>(&self, f: F) -> Result<T, sqlx::Error>
-    where
-        F: for<'c> FnOnce(
-            &'c mut sqlx::PgConnection,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>,
-    {
-        let mut lane = self.acquire().await?;
-        let Some(conn) = lane.conn.as_mut() else { return Err(sqlx::Error::PoolClosed) };
-        let done = f(conn).await;
-        match &done {
-            Ok(_) => lane.reusable = true,
-            Err(sqlx::Error::Database(d)) if !d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
-                lane.reusable = true
-            }
-            Err(_) => self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear(),
-        }
-        done
-    }
-}
-
-impl Drop for Lane<'_> {
-    fn drop(&mut self) {
-        if self.reusable
-            && let Some(conn) = self.conn.take()
-        {
-            self.lanes.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-        }
-    }
-}
-
-fn sqlx_err(e: sqlx::Error) -> DbErr {
-    DbErr::Query(sea_orm::RuntimeErr::SqlxError(e.into()))
-}
-
 fn decode(row: sqlx::postgres::PgRow) -> Result<record::Model, DbErr> {
     record::Model::from_query_result(&sea_orm::QueryResult::from(row), "")
 }
 
 impl Store {
     /// The store, with its insert workers running (they stop when the last `Store` clone is dropped).
-    pub fn new(db: DatabaseConnection, statements: Statements, metrics: Metrics) -> Self {
+    pub fn new(connected: Connected, metrics: Metrics) -> Self {
+        let Connected { db, statements, signs } = connected;
         let hot = match statements {
             Statements::Prepared if db.get_database_backend() == DbBackend::Postgres => {
-                Some(Arc::new(Hot::new(db.get_postgres_connection_pool())))
+                Some(Arc::new(Hot::new(db.get_postgres_connection_pool(), &signs)))
             }
             _ => None,
         };
@@ -437,6 +366,7 @@ impl Store {
             db: db.clone(),
             statements: statements.clone(),
             hot: hot.clone(),
+            signs: signs.clone(),
             metrics: metrics.clone(),
             inserts: None,
         };
@@ -448,7 +378,7 @@ impl Store {
                 }
             });
         }
-        Self { db, statements, hot, metrics, inserts: Some(tx) }
+        Self { db, statements, hot, signs, metrics, inserts: Some(tx) }
     }
 
     /// The connection (readiness checks, tests).
@@ -463,6 +393,12 @@ impl Store {
             Ok(r) => r,
             Err(_) => Err(DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)),
         };
+        if let Err(e) = &r
+            && connection_lost(e)
+        {
+            // The pool's statements report here (lanes note their own): its idle peers get checked.
+            self.signs.broken();
+        }
         if let (Some(span), Err(e)) = (&mut span, &r) {
             span.fail(failure_kind(e));
         }
@@ -524,7 +460,7 @@ impl Store {
             let row = self
                 .read("get", || async {
                     let q = hot.query(&hot.get).bind(id).bind(1i64);
-                    hot.lanes.run(|c| Box::pin(q.fetch_optional(c))).await.map_err(sqlx_err)
+                    hot.lanes.run(|c| Box::pin(q.fetch_optional(c))).await
                 })
                 .await?;
             return Ok(row.map(decode).transpose()?);
@@ -601,7 +537,7 @@ impl Store {
         let now = now_micros();
         if let Some(hot) = &self.hot {
             let q = hot.query(&hot.insert).bind(key).bind(value).bind(now).bind(now);
-            let res = self.run("insert", async { hot.lanes.run(|c| Box::pin(q.fetch_one(c))).await.map_err(sqlx_err) });
+            let res = self.run("insert", async { hot.lanes.run(|c| Box::pin(q.fetch_one(c))).await });
             return match res.await.and_then(decode) {
                 Ok(m) => Ok(m),
                 Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
@@ -715,9 +651,7 @@ impl Store {
     pub async fn update(&self, id: i64, value: Value) -> Result<Option<record::Model>, ApiError> {
         if let Some(hot) = &self.hot {
             let q = hot.query(&hot.update).bind(value).bind(now_micros()).bind(id);
-            let row = self
-                .run("update", async { hot.lanes.run(|c| Box::pin(q.fetch_optional(c))).await.map_err(sqlx_err) })
-                .await?;
+            let row = self.run("update", async { hot.lanes.run(|c| Box::pin(q.fetch_optional(c))).await }).await?;
             return Ok(row.map(decode).transpose()?);
         }
         let mut q = record::Entity::update_many()
@@ -738,8 +672,7 @@ impl Store {
     pub async fn delete(&self, id: i64) -> Result<bool, ApiError> {
         if let Some(hot) = &self.hot {
             let q = hot.query(&hot.delete).bind(id);
-            let done =
-                self.run("delete", async { hot.lanes.run(|c| Box::pin(q.execute(c))).await.map_err(sqlx_err) }).await?;
+            let done = self.run("delete", async { hot.lanes.run(|c| Box::pin(q.execute(c))).await }).await?;
             return Ok(done.rows_affected() > 0);
         }
         let q = record::Entity::delete_by_id(id);
@@ -752,9 +685,27 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    /// `SELECT 1` with a short deadline, for `/ready`.
+    /// A ping with a short deadline, for `/ready`. A pooled connection that died with an earlier server
+    /// says nothing about the database now: the next one is tried (`/ready` flapped 200/503 for seconds
+    /// after a restart). A failed acquire (connect refused, or timed out) is the database's answer.
     pub async fn ping(&self) -> bool {
-        matches!(tokio::time::timeout(Duration::from_secs(1), self.db.ping()).await, Ok(Ok(())))
+        let ping = async {
+            if self.db.get_database_backend() != DbBackend::Postgres {
+                return self.db.ping().await.is_ok();
+            }
+            let pool = self.db.get_postgres_connection_pool();
+            for _ in 0..=MAX_CONNECTIONS {
+                let Ok(mut conn) = pool.acquire().await else { return false };
+                match sqlx::Connection::ping(&mut *conn).await {
+                    Ok(()) => return true,
+                    // sqlx closes it on release (its own ping fails too); its idle peers get checked.
+                    Err(e) if lanes::connection_class(&e) => self.signs.broken(),
+                    Err(_) => return false,
+                }
+            }
+            false
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(true))
     }
 }
 
@@ -768,7 +719,7 @@ mod tests {
     #[tokio::test]
     async fn a_hot_statement_future_stays_small() {
         let pool = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy pool");
-        let hot = Hot::new(&pool);
+        let hot = Hot::new(&pool, &Arc::default());
         let q = hot.query(&hot.get).bind(1i64).bind(1i64);
         let run = hot.lanes.run(|c| Box::pin(q.fetch_optional(c)));
         assert!(std::mem::size_of_val(&run) <= 1024, "lane future is {} bytes", std::mem::size_of_val(&run));
@@ -780,7 +731,8 @@ mod tests {
     async fn store_call_futures_stay_small() {
         let pool = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("lazy pool");
         let db = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-        let store = Store::new(db, Statements::Prepared, Metrics::new().expect("metrics"));
+        let connected = Connected { db, statements: Statements::Prepared, signs: Arc::default() };
+        let store = Store::new(connected, Metrics::new().expect("metrics"));
         let sizes = [
             ("get", std::mem::size_of_val(&store.get(1))),
             ("update", std::mem::size_of_val(&store.update(1, Value::Null))),
@@ -798,8 +750,8 @@ mod tests {
         let mut cfg = Config::from_vars(&Default::default()).expect("defaults");
         cfg.database_url = format!("sqlite://{}?mode=rwc", file.display());
         crate::migration::run(&cfg).await.expect("migrate");
-        let (db, statements) = connect(&cfg).await.expect("connect");
-        let store = Store { db, statements, hot: None, metrics: Metrics::new().expect("m"), inserts: None };
+        let Connected { db, statements, signs } = connect(&cfg).await.expect("connect");
+        let store = Store { db, statements, hot: None, signs, metrics: Metrics::new().expect("m"), inserts: None };
         store.insert_one("taken".into(), json!(0)).await.expect("first insert");
 
         let (mut batch, mut outcomes) = (Vec::new(), Vec::new());

@@ -24,6 +24,8 @@ pub mod env;
 pub mod error;
 /// `/health` and `/ready`.
 pub mod health;
+/// The hot statements' own connections, and the check that keeps every connection usable after an outage.
+mod lanes;
 /// JSON log lines (request id from a task-local), batched to stdout.
 pub mod logging;
 /// OpenTelemetry meter, Prometheus exporter, `/metrics`.

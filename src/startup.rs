@@ -99,10 +99,11 @@ impl App {
             db::connect(&config).await
         };
         let (db, cache) = tokio::join!(database, Cache::new(&config, metrics.clone()));
-        let ((db, statements), cache) = (db?, cache.map_err(StartupError::Cache)?);
-        tracing::info!(statements = statements.name(), "database connected");
-        let statements_name = statements.name();
-        let store = Store::new(db.clone(), statements, metrics.clone());
+        let (connected, cache) = (db?, cache.map_err(StartupError::Cache)?);
+        let statements_name = connected.statements.name();
+        tracing::info!(statements = statements_name, "database connected");
+        let db = connected.db.clone();
+        let store = Store::new(connected, metrics.clone());
         let draining = Arc::new(AtomicBool::new(false));
 
         let data = DataApi { store: store.clone(), cache: cache.clone(), metrics: metrics.clone() };

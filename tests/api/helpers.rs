@@ -447,6 +447,91 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A Postgres cluster of the test's own (initdb in a temp dir, `PG_BIN` from scripts/test.sh), which
+/// the test may stop and start again on the same port and data: a real restart, without disturbing
+/// the shared server the other tests use. Trusts local connections; superuser `postgres`.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    pub async fn start() -> OwnPostgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let dir = std::env::temp_dir().join(format!("aside-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("sock")).expect("pg dir");
+        let pg = OwnPostgres { port, dir };
+        if Self::as_root() {
+            // Postgres refuses to run as root; scripts/services.sh does the same.
+            assert!(Command::new("chown").arg("-R").arg("postgres:").arg(&pg.dir).status().expect("chown").success());
+        }
+        let data = pg.dir.join("data");
+        let init = pg
+            .pg_command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"])
+            .output()
+            .expect("initdb");
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        pg.start_again().await;
+        pg
+    }
+
+    fn as_root() -> bool {
+        Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn pg_command(&self, tool: &str) -> Command {
+        let bin = std::path::Path::new(&required_env("PG_BIN")).join(tool);
+        let mut c = if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        c.current_dir(&self.dir).stdin(Stdio::null());
+        c
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections.
+    pub async fn start_again(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off -c shared_buffers=16MB -c max_connections=60",
+            self.port,
+            self.dir.join("sock").display()
+        );
+        let log = self.dir.join("postgres.log");
+        let mut c = self.pg_command("pg_ctl");
+        c.arg("-D").arg(self.dir.join("data")).arg("-l").arg(&log).args(["-o", &opts, "-w", "-t", "60", "start"]);
+        let out = tokio::task::spawn_blocking(move || c.output()).await.expect("join").expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+
+    /// `pg_ctl stop -m fast`: every backend is told to terminate (57P01) and the server exits, as in a
+    /// restart by an operator or an orchestrator.
+    pub async fn stop(&self) {
+        let mut c = self.pg_command("pg_ctl");
+        c.arg("-D").arg(self.dir.join("data")).args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        let out = tokio::task::spawn_blocking(move || c.output()).await.expect("join").expect("pg_ctl stop");
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ =
+            self.pg_command("pg_ctl").arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Polls `f` every 50 ms until it returns true or `within` passes; returns how long it took.
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> Option<Duration>
 where

@@ -6,6 +6,7 @@ mod cache;
 mod data;
 mod helpers;
 mod ops;
+mod outage;
 mod pooler;
 mod redis_ha;
 mod traces;
