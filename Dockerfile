@@ -1,9 +1,15 @@
-# syntax=docker/dockerfile:1
 # aside image: cargo-chef dependency layer, release build, distroless runtime (no shell, non-root, read-only rootfs OK).
 #   docker build --build-arg VCS_REF="$(git rev-parse HEAD)" -t aside:"$(git rev-parse --short=12 HEAD)" .
+# Air-gapped (no registry; scripts/images.sh does this with BuildKit, which skips the unused Rust stages):
+#   cp target/release/aside prebuilt/aside
+#   DOCKER_BUILDKIT=1 docker build --build-arg BIN_STAGE=prebuilt --build-arg RUNTIME_BASE=<a local glibc base> .
+# No `# syntax=` line: it makes BuildKit pull its frontend image; the built-in frontend reads this file.
 
 ARG RUST_VERSION=1.95
 ARG CARGO_CHEF_VERSION=0.1.78
+# Where the binary comes from: `builder` (compiled below) or `prebuilt` (prebuilt/aside in the context).
+ARG BIN_STAGE=builder
+ARG RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
 ARG CARGO_CHEF_VERSION
@@ -22,8 +28,14 @@ COPY . .
 RUN cargo build --release --locked --bin aside \
     && install -D -m 0755 target/release/aside /out/aside
 
+# A release binary built on the host (glibc, libgcc), for a build machine that cannot pull the Rust image.
+FROM scratch AS prebuilt
+COPY prebuilt/aside /out/aside
+
+FROM ${BIN_STAGE} AS bin
+
 # distroless/cc: glibc + libgcc, no shell, no package manager; nonroot = uid/gid 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+FROM ${RUNTIME_BASE} AS runtime
 ARG VCS_REF=unknown
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="aside" \
@@ -32,7 +44,7 @@ LABEL org.opencontainers.image.title="aside" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.source="https://github.com/aside/aside" \
       org.opencontainers.image.licenses="MIT"
-COPY --from=builder /out/aside /usr/local/bin/aside
+COPY --from=bin /out/aside /usr/local/bin/aside
 USER 65532:65532
 ENV BIND_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json \

@@ -15,7 +15,11 @@
 #   tools/argocd  argocd (one binary; Argo CD picks the component from ARGOCD_BINARY_NAME), its replaces mirrored;
 #                 needs Go 1.27, fetched once from the Go module proxy (GOTOOLCHAIN)
 #   tools/helm    helm v4
-# The cache key is a hash of the four go.mod/go.sum pairs and this script, so a pin change rebuilds and
+#   the real node (scripts/node.sh): kubelet + kube-proxy (tools/k8s, the same k8s.io version as the control
+#                 plane), tools/coredns (cluster DNS), tools/local-path (rancher's local-path-provisioner, what
+#                 k3s ships for PVCs), tools/prometheus (2.55.1, the version k8s/ names; Debian's build has no
+#                 Kubernetes discovery) — each its own module: their k8s.io/prometheus dependencies disagree
+# The cache key is a hash of every tools/*/go.mod/go.sum pair (but otelcol's) and this script, so a pin change rebuilds and
 # nothing else does. Binaries land in $ASIDE_TOOLS_DIR/cluster/<key>/bin (default ~/.cache/aside-tools);
 # Go's own module and build caches (go env GOMODCACHE GOCACHE) are reused across runs and keys.
 # Measured on the 2-core build machine: see docs/delivery.md ("Building the cluster tools").
@@ -44,10 +48,11 @@ version_of() {
   awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
 }
 
-KEY="$(cat "$ROOT"/tools/{k8s,metrics-server,argocd,helm}/go.{mod,sum} "$ROOT/scripts/cluster-tools.sh" | sha256sum | cut -c1-16)"
+KEY="$(cat "$ROOT"/tools/{k8s,metrics-server,argocd,helm,coredns,local-path,prometheus}/go.{mod,sum} "$ROOT/scripts/cluster-tools.sh" | sha256sum | cut -c1-16)"
 OUT="$TOOLS_DIR/cluster/$KEY"
 BIN="$OUT/bin"
-WANT=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl kustomize metrics-server argocd helm)
+WANT=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl kustomize metrics-server argocd helm
+  kubelet kube-proxy coredns local-path-provisioner prometheus)
 
 complete() {
   local b
@@ -65,7 +70,8 @@ build_k8s() {
   log "building Kubernetes $k control plane + kubectl"
   (cd "$ROOT/tools/k8s" && go build -trimpath -ldflags "-s -w$v" -o "$OUT/tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
   log "building etcd $(version_of k8s go.etcd.io/etcd/server/v3), kwok $(version_of k8s sigs.k8s.io/kwok), kustomize $(version_of k8s sigs.k8s.io/kustomize/kustomize/v5)"
   # kwok, etcd and kustomize carry their versions as source constants.
   (cd "$ROOT/tools/k8s" && go build -trimpath -ldflags "-s -w" -o "$OUT/tmp/" \
@@ -87,6 +93,25 @@ build_argocd() {
   (cd "$ROOT/tools/argocd" && GOTOOLCHAIN="$ARGOCD_GOTOOLCHAIN" go build -trimpath -o "$OUT/tmp/argocd" \
     -ldflags "-s -w -X github.com/argoproj/argo-cd/v3/common.version=${a#v} -X github.com/argoproj/argo-cd/v3/common.gitTreeState=clean" \
     github.com/argoproj/argo-cd/v3/cmd)
+}
+
+# The real node's add-ons, each from its own module.
+build_node_addons() {
+  local c l p
+  c="$(version_of coredns github.com/coredns/coredns)"
+  log "building CoreDNS $c"
+  (cd "$ROOT/tools/coredns" && go build -trimpath -ldflags "-s -w" -o "$OUT/tmp/coredns" github.com/coredns/coredns)
+  l="$(version_of local-path github.com/rancher/local-path-provisioner)"
+  log "building local-path-provisioner $l"
+  (cd "$ROOT/tools/local-path" && go build -trimpath -ldflags "-s -w -X main.VERSION=$l" -o "$OUT/tmp/local-path-provisioner" \
+    github.com/rancher/local-path-provisioner)
+  # Module v0.55.1 is Prometheus 2.55.1; stamped as its Makefile (promu) stamps release builds.
+  p="$(version_of prometheus github.com/prometheus/prometheus)"
+  p="2.${p#v0.}"
+  log "building Prometheus $p"
+  (cd "$ROOT/tools/prometheus" && go build -trimpath -o "$OUT/tmp/prometheus" \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$p -X github.com/prometheus/common/version.Branch=release-${p%.*}" \
+    github.com/prometheus/prometheus/cmd/prometheus)
 }
 
 build_helm() {
@@ -111,6 +136,7 @@ else
   build_k8s
   build_argocd
   build_helm
+  build_node_addons
   rm -rf "$BIN"
   mv "$OUT/tmp" "$BIN"
   echo "$((SECONDS - start))" >"$OUT/build-seconds"

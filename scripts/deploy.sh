@@ -13,6 +13,9 @@
 #                 combine with any mode above: deploy into the cluster KUBECONFIG points at instead of k3d. No k3d,
 #                 no docker, no image build (the cluster pulls aside:$TAG; TAG unset = the image committed in k8s/),
 #                 and no Argo CD install when its CRDs are already served (Argo CD running in or beside it).
+#   --overlay DIR the kustomize directory to deploy instead of k8s/ (relative to the repository root), e.g.
+#                 overlays/airgap for a cluster that runs locally built images (scripts/node.sh); with --argocd
+#                 the Application follows that path
 #   --helm        helm upgrade --install charts/aside (+ values-k3d.yaml), then `helm test` (POST -> GET MISS -> GET HIT)
 #   --destroy     delete the k3d cluster and stop the git daemon started by --local-git
 #   -h, --help    this text
@@ -43,6 +46,7 @@ GIT_DAEMON_PORT="${GIT_DAEMON_PORT:-9418}"
 STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/aside-deploy"
 MODE="manifests"
 EXISTING=0
+OVERLAY=k8s
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 log() { echo "==> $*" >&2; }
@@ -56,6 +60,11 @@ while [[ $# -gt 0 ]]; do
     --helm) MODE="helm" ;;
     --destroy) MODE="destroy" ;;
     --existing-cluster) EXISTING=1 ;;
+    --overlay)
+      [[ $# -ge 2 && -n "$2" ]] || { usage >&2; die "--overlay needs a directory (e.g. overlays/airgap)"; }
+      OVERLAY="${2%/}"
+      shift
+      ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
@@ -67,6 +76,9 @@ need() {
 }
 
 check_prereqs() {
+  [[ "$OVERLAY" != /* && -f "$ROOT/$OVERLAY/kustomization.yaml" ]] \
+    || die "--overlay $OVERLAY: no kustomization.yaml there (a directory relative to $ROOT)"
+  [[ "$MODE" == helm && "$OVERLAY" != k8s ]] && die "--overlay applies to the manifests and Argo CD modes, not --helm"
   if ((EXISTING)); then
     [[ "$MODE" == "destroy" ]] && die "--destroy deletes the k3d cluster; it does not apply to --existing-cluster"
   else
@@ -193,10 +205,10 @@ deploy_manifests() {
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - ../k8s
+  - ../$OVERLAY
 YAML
   [[ -n "$TAG" ]] && printf 'images:\n  - name: aside\n    newTag: "%s"\n' "$TAG" >>"$overlay/kustomization.yaml"
-  log "applying k8s/ (image ${TAG:+aside:$TAG}${TAG:-as committed})"
+  log "applying $OVERLAY/ (image ${TAG:+aside:$TAG}${TAG:-as committed})"
   kubectl apply -k "$overlay"
   rm -rf "$overlay"
   wait_stack
@@ -256,11 +268,11 @@ deploy_argocd() {
   # Only the marked lines change: repoURL, targetRevision, the project's source repo; plus an image override
   # for the image built here (none when nothing was built: then Git decides the image, the GitOps way).
   local image_override=()
-  [[ -n "$TAG" ]] && image_override=(-e "/^    path: k8s\$/a\\
+  [[ -n "$TAG" ]] && image_override=(-e "/^    path: /a\\
     kustomize:\\
       images:\\
         - aside=aside:$TAG")
-  sed -e "s#^\(    repoURL: \).*\$#\1$repo#" \
+  sed -e "s#^\(    repoURL: \).*\$#\1$repo#" -e "s#^\(    path: \)k8s\$#\1$OVERLAY#" \
     -e "${rev:+s#^\(    targetRevision: \).*\$#\1$rev#}" \
     "${image_override[@]}" "$ROOT/argocd/application.yaml" >"$STATE_DIR/application.yaml"
   sed -e "s#^\(    - \)[^ ]*\(  \# repoURL\)\$#\1$repo\2#" "$ROOT/argocd/appproject.yaml" >"$STATE_DIR/appproject.yaml"

@@ -334,24 +334,19 @@ images:
 - name: aside
   newTag: e2e-rollout
 YAML
-watch_field avail deployment aside '{.status.availableReplicas}'
 rev="$(commit "e2e: image aside:e2e-rollout")"
 rolled() { live_is deployment aside '{.spec.template.spec.containers[0].image} {.status.updatedReplicas} {.status.availableReplicas} {.status.replicas}' "aside:e2e-rollout 2 2 2"; }
 if wait_until 240 rolled; then t="$WAITED"; wait_until 60 synced_at "$rev" || t=999; else t=999; fi
 times+=("$t")
 IMAGE_REV="$rev"
-min_avail="$(watch_min avail)"
 max="$(printf '%s\n' "${times[@]}" | sort -n | tail -n1)"
 if ! printf '%s\n' "${times[@]}" | grep -qx 999; then
   pass "commit -> live" "4 commits (3 ConfigMap values, 1 image tag rolled out): median $(printf '%s\n' "${times[@]}" | median) s, max $max s (${times[*]})"
 else
   fail "commit -> live" "times ${times[*]} (999 = not live and Synced in time)"
 fi
-if [[ "$min_avail" -ge 2 ]]; then
-  pass "image roll, maxUnavailable 0" "available API pods never below $min_avail during the rollout ($(wc -l <"$WORK/watch-avail") status updates watched)"
-else
-  fail "image roll, maxUnavailable 0" "available API pods fell to $min_avail"
-fi
+# Availability through a roll (maxUnavailable 0, preStop, drain) is measured on real pods under load in
+# scripts/e2e-node.sh; here the image commit only has to reach the cluster.
 
 # self-heal: a hand edit of a managed object is reverted.
 k -n aside patch configmap aside --type merge -p '{"data":{"CACHE_TTL_SECONDS":"999"}}' >/dev/null
@@ -437,25 +432,9 @@ if [[ "$drained" == 1 && "$min_healthy" -ge 1 ]]; then
 else
   fail "drain honours the PDB" "drain ok=$drained, healthy API pods fell to $min_healthy (see $(tail -n 3 "$WORK/drain.log"))"
 fi
-# And the PDB really refuses: with both nodes cordoned the evicted pods have nowhere to go, so a drain of the
-# node now holding every API pod must stop at minAvailable, refusing evictions until it times out.
-k cordon "$API_NODE" >/dev/null
-FULL_NODE="$(k -n aside get pods -l app.kubernetes.io/name=aside -o jsonpath='{.items[0].spec.nodeName}')"
-watch_field healthy2 pdb aside '{.status.currentHealthy}'
-if k drain "$FULL_NODE" --ignore-daemonsets --delete-emptydir-data --timeout=20s >"$WORK/drain2.log" 2>&1; then
-  stopped=0
-else
-  stopped=1
-fi
-min2="$(watch_min healthy2)"
-refused="$(grep -c 'violate the pod' "$WORK/drain2.log" || true)"
-k uncordon "$API_NODE" "$FULL_NODE" >/dev/null
-recovered() { live_is deployment aside '{.status.availableReplicas}' "$(k -n aside get deployment aside -o jsonpath='{.spec.replicas}')"; }
-if [[ "$stopped" == 1 && "$refused" -ge 1 && "$min2" -ge 1 ]] && wait_until 120 recovered; then
-  pass "PDB refuses the last API pod" "drain with nowhere to go: $refused evictions refused, healthy API pods never below $min2, drain timed out as it must; all back in $WAITED s after uncordon"
-else
-  fail "PDB refuses the last API pod" "drain stopped=$stopped, refused=$refused, min healthy=$min2"
-fi
+# The PDB refusing the last API pod (Eviction API 429, a drain stopping at minAvailable) runs on real pods in
+# scripts/e2e-node.sh; here only what needs simulated capacity: a second node to drain onto.
+k uncordon "$API_NODE" >/dev/null
 
 # No OutOfSync loop: over three more reconciliations nothing (Secrets included) leaves Synced and no sync runs.
 ops0="$(app '{.status.operationState.startedAt}')"

@@ -67,21 +67,23 @@ helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 
 SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh
   scripts/validate/planted.sh scripts/e2e-cluster.sh scripts/cluster-tools.sh scripts/otelcol.sh scripts/bench/callgrind.sh scripts/trace-demo.sh
-  scripts/bench.sh scripts/bench/ab.sh)
+  scripts/bench.sh scripts/bench/ab.sh scripts/images.sh scripts/node.sh scripts/e2e-node.sh images/postgres/docker-entrypoint.sh
+  images/distroless-cc/assemble.sh)
 check_shellcheck() {
   shellcheck -x "${SHELL_FILES[@]}"
   echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
 }
 
 check_yamllint() {
-  local files=(k8s ops argocd docker-compose.yml .github/workflows charts/aside/Chart.yaml charts/aside/values.yaml charts/aside/values-k3d.yaml)
+  local files=(k8s overlays ops argocd scripts/node/coredns.yaml docker-compose.yml .github/workflows charts/aside/Chart.yaml charts/aside/values.yaml charts/aside/values-k3d.yaml)
   yamllint --strict -c scripts/validate/yamllint.yml "${files[@]}"
   echo "yamllint: $(find "${files[@]}" -name '*.y*ml' | wc -l) files, 0 findings (chart templates excluded: Go templates)"
 }
 
 check_hadolint() {
-  hadolint --no-color Dockerfile
-  echo "hadolint: Dockerfile, 0 findings"
+  local files=(Dockerfile images/*/Dockerfile)
+  hadolint --no-color "${files[@]}"
+  echo "hadolint: ${#files[@]} Dockerfiles (the project's, the air-gapped images'), 0 findings"
 }
 
 TOGGLES_OFF=(--set postgres.enabled=false --set secrets.externalDatabaseUrl=postgres://db.example/aside
@@ -102,6 +104,7 @@ check_drift() {
 # helm test hook), values-k3d, every toggle off, external Postgres/Redis.
 check_manifests() {
   kubectl kustomize k8s >"$WORK/k8s.yaml"
+  kubectl kustomize overlays/airgap >"$WORK/airgap.yaml"
   helm_q template aside charts/aside -n aside >"$WORK/chart-default.yaml"
   helm_q template aside charts/aside -n aside -f charts/aside/values-k3d.yaml >"$WORK/chart-k3d.yaml"
   helm_q template aside charts/aside -n aside "${TOGGLES_OFF[@]}" >"$WORK/chart-off.yaml"
@@ -111,12 +114,12 @@ check_manifests() {
     >"$WORK/chart-external.yaml"
   local rc=0 v r n=0
   for v in $K8S_VERSIONS; do
-    for r in k8s chart-default chart-k3d chart-off chart-external; do
+    for r in k8s airgap chart-default chart-k3d chart-off chart-external; do
       "$PY" scripts/validate/checks.py k8s "$WORK/$r.yaml" --label "$r@$v" --version "$v" || rc=1
       n=$((n + $(grep -c '^kind:' "$WORK/$r.yaml")))
     done
   done
-  echo "manifests: k8s/ + 4 chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  echo "manifests: k8s/ + overlays/airgap + 4 chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
   return $rc
 }
 
