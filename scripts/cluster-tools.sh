@@ -43,10 +43,6 @@ esac
 
 command -v go >/dev/null || die "go not found: install Go >= 1.26 (https://go.dev/doc/install)"
 
-# version_of MODULE-DIR MODULE-PATH: the version go.mod requires (the single source of truth for the pins).
-version_of() {
-  awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
-}
 
 KEY="$(cat "$ROOT"/tools/{k8s,metrics-server,argocd,helm,coredns,local-path,prometheus}/go.{mod,sum} "$ROOT/scripts/cluster-tools.sh" | sha256sum | cut -c1-16)"
 OUT="$TOOLS_DIR/cluster/$KEY"

@@ -42,9 +42,6 @@ while (($#)); do
   shift
 done
 
-version_of() { # MODULE-DIR MODULE-PATH: the pinned version in tools/MODULE-DIR/go.mod
-  awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
-}
 ASIDE_VERSION="$(awk -F'"' '/^version *=/ { print $2; exit }' "$ROOT/Cargo.toml")"
 PROM_VERSION="$(version_of prometheus github.com/prometheus/prometheus)"
 PROM_VERSION="v2.${PROM_VERSION#v0.}"

@@ -31,3 +31,9 @@ apt_install() {
     die "missing $*: sudo apt-get install -y $*"
   fi
 }
+
+# version_of MODULE-DIR MODULE-PATH: the version tools/MODULE-DIR/go.mod requires of MODULE-PATH (the single
+# source of the pins; a `tool` block line names the module without a version, hence the /^v/). Needs $ROOT.
+version_of() {
+  awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
+}

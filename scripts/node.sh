@@ -416,13 +416,14 @@ YAML
 
 addons_up() {
   local coredns_tag lp_dir lp_tag
-  coredns_tag="$(awk '$1 == "github.com/coredns/coredns" { print $2 }' "$ROOT/tools/coredns/go.mod" | sed 's/^v//')"
+  coredns_tag="$(version_of coredns github.com/coredns/coredns)"
+  coredns_tag="${coredns_tag#v}"
   sed "s|image: local/coredns:TAG|image: local/coredns:$coredns_tag|" "$ROOT/scripts/node/coredns.yaml" | k apply -f - >/dev/null
   # local-path-provisioner from its module's own manifest: the local image, the default class, volumes in DIR,
   # and the helper pod (which makes and removes volume directories; its spec is a string in the ConfigMap, out
   # of reach of kustomize's images:) on the local Debian image.
   lp_dir="$(cd "$ROOT/tools/local-path" && go list -m -f '{{.Dir}}' github.com/rancher/local-path-provisioner)"
-  lp_tag="$(awk '$1 == "github.com/rancher/local-path-provisioner" { print $2 }' "$ROOT/tools/local-path/go.mod")"
+  lp_tag="$(version_of local-path github.com/rancher/local-path-provisioner)"
   mkdir -p "$DIR/local-path" "$DIR/storage"
   cp "$lp_dir/deploy/local-path-storage.yaml" "$DIR/local-path/"
   cat >"$DIR/local-path/kustomization.yaml" <<YAML
