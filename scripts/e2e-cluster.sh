@@ -72,23 +72,6 @@ fail() { printf 'FAIL  %-34s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
 k() { kubectl "$@"; }
 app() { k -n argocd get application aside -o jsonpath="$1" 2>/dev/null; }
 
-# wait_until TIMEOUT-S CMD...: polls CMD every 0.25 s; sets WAITED (seconds, 0.1 s resolution); false on timeout.
-wait_until() {
-  local limit="$1" start now
-  shift
-  start="$(date +%s.%N)"
-  while true; do
-    if "$@" >/dev/null 2>&1; then
-      now="$(date +%s.%N)"
-      WAITED="$(echo "$now - $start" | bc | xargs printf '%.1f')"
-      return 0
-    fi
-    now="$(date +%s.%N)"
-    (($(echo "$now - $start > $limit" | bc))) && { WAITED="$limit"; return 1; }
-    sleep 0.25
-  done
-}
-
 # --- 1. the control plane ---------------------------------------------------------------------------------
 log "kwok cluster $CLUSTER (kube-apiserver $(kube-apiserver --version | cut -d' ' -f2), etcd $(etcd --version | sed -n 's/^etcd Version: //p'), kwok $(kwok --version | awk '{ print $3 }'))"
 cat >"$WORK/kwok.yaml" <<YAML

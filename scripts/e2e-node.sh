@@ -58,20 +58,6 @@ fail() { printf 'FAIL  %-36s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
 k() { kubectl -n "$NS" "$@"; }
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc | xargs printf '%.1f'; }
-# wait_until TIMEOUT-S CMD...: polls CMD every 0.25 s; sets WAITED (s); false on timeout.
-wait_until() {
-  local limit="$1" start
-  shift
-  start="$(now)"
-  until "$@" >/dev/null 2>&1; do
-    if (($(echo "$(now) - $start > $limit" | bc))); then
-      WAITED="$limit"
-      return 1
-    fi
-    sleep 0.25
-  done
-  WAITED="$(since "$start")"
-}
 available() { [[ "$(k get deployment aside -o jsonpath='{.status.availableReplicas} {.status.updatedReplicas} {.status.replicas}')" == "$1 $1 $1" ]]; }
 # settled: every replica the Deployment wants (whatever the HPA made it) updated and available, none terminating.
 settled() {

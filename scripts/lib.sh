@@ -37,3 +37,22 @@ apt_install() {
 version_of() {
   awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
 }
+
+# wait_until TIMEOUT-S CMD...: polls CMD every 0.25 s; sets WAITED (seconds, 0.1 s resolution) for the caller;
+# false on timeout. Used by the e2e scripts.
+# shellcheck disable=SC2034
+wait_until() {
+  local limit="$1" start now
+  shift
+  start="$(date +%s.%N)"
+  while true; do
+    if "$@" >/dev/null 2>&1; then
+      now="$(date +%s.%N)"
+      WAITED="$(echo "$now - $start" | bc | xargs printf '%.1f')"
+      return 0
+    fi
+    now="$(date +%s.%N)"
+    (($(echo "$now - $start > $limit" | bc))) && { WAITED="$limit"; return 1; }
+    sleep 0.25
+  done
+}

@@ -797,3 +797,31 @@ pub async fn start_ready(mut cmd: std::process::Command) -> (std::process::Child
     assert!(up.is_some(), "ready");
     (child, url, client)
 }
+
+/// An admin session that terminates every backend of one app's database, as Postgres restarting or an
+/// operator would (SQLSTATE 57P01 on each connection's next use).
+pub struct BackendKiller {
+    admin: DatabaseConnection,
+    sql: String,
+}
+
+impl BackendKiller {
+    pub async fn new(app: &TestApp) -> Self {
+        let db_name = app.config.database_url.rsplit('/').next().expect("db name").to_owned();
+        let admin = Database::connect(std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL"))
+            .await
+            .expect("admin connection");
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
+        );
+        Self { admin, sql }
+    }
+
+    pub async fn kill_all(&self) {
+        self.admin.execute_unprepared(&self.sql).await.expect("terminate");
+    }
+
+    pub async fn close(self) {
+        let _ = self.admin.close().await;
+    }
+}

@@ -9,8 +9,8 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Proxy, TestApp, assert_problem, eventually, fresh_database, header, socket_of, spawn_app, spawn_app_with,
-    spawn_embedded_app, start_ready, test_config, via_proxy,
+    BackendKiller, Proxy, TestApp, assert_problem, eventually, fresh_database, header, socket_of, spawn_app,
+    spawn_app_with, spawn_embedded_app, start_ready, test_config, via_proxy,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,27 +286,20 @@ async fn connections_killed_by_postgres_are_retried_for_reads_and_replaced_befor
     // Postgres restarting (or an admin) terminates every pooled connection: SQLSTATE 57P01.
     let app = spawn_app_with(|c| c.cache_enabled = false).await;
     let rec = app.create("terminated", json!(1)).await;
-    let db_name = app.config.database_url.rsplit('/').next().expect("db name").to_owned();
-    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL"))
-        .await
-        .expect("admin connection");
-    let terminate = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
-    );
-    use sea_orm::ConnectionTrait;
+    let killer = BackendKiller::new(&app).await;
     for _ in 0..3 {
-        admin.execute_unprepared(&terminate).await.expect("terminate");
+        killer.kill_all().await;
         // Reads retry once on a fresh connection: the client never notices.
         assert_eq!(app.get_data(&rec["id"]).await.status(), 200);
-        admin.execute_unprepared(&terminate).await.expect("terminate");
+        killer.kill_all().await;
         assert_eq!(app.list_data("").await.status(), 200);
         // A write is never sent on a connection known to be dead: the list just met one (a sign), so
         // the idle connection the write would use is checked first and replaced (issue 19).
-        admin.execute_unprepared(&terminate).await.expect("terminate");
+        killer.kill_all().await;
         let r = app.put_data(&rec["id"], &json!({"value": 2})).await;
         assert_eq!(r.status(), 200);
     }
-    let _ = admin.close().await;
+    killer.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

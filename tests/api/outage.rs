@@ -6,10 +6,9 @@
 use std::time::{Duration, Instant};
 
 use aside::config::{Config, DatabasePooler};
-use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-use crate::helpers::{OwnPostgres, TestApp, direct_url, spawn_app_with, start, test_config};
+use crate::helpers::{BackendKiller, OwnPostgres, TestApp, direct_url, spawn_app_with, start, test_config};
 
 /// Longer than the app's idle window (`CHECK_IF_IDLE`, 500 ms): a connection unused this long is checked
 /// before its next use.
@@ -102,16 +101,10 @@ async fn terminated_backends_then_everything_works(pooler: DatabasePooler) {
         c.database_url = direct_url(&c.database_url);
     })
     .await;
-    let db_name = app.config.database_url.rsplit('/').next().expect("db name").to_owned();
-    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL"))
-        .await
-        .expect("admin connection");
-    let terminate = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}' AND pid <> pg_backend_pid()"
-    );
+    let killer = BackendKiller::new(&app).await;
     for round in ["idle", "sign"] {
         let id = warm(&app, round).await;
-        admin.execute_unprepared(&terminate).await.expect("terminate");
+        killer.kill_all().await;
         if round == "idle" {
             // Idle past the window: every connection is checked before its next use.
             tokio::time::sleep(PAST_IDLE_WINDOW).await;
@@ -125,7 +118,7 @@ async fn terminated_backends_then_everything_works(pooler: DatabasePooler) {
         }
         every_statement_succeeds(&app, round).await;
     }
-    let _ = admin.close().await;
+    killer.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
