@@ -3,21 +3,25 @@
 #
 # Usage: scripts/deploy.sh [MODE] [-h|--help]
 #   (no mode)     plain manifests: kubectl apply -k k8s/ (with the image tag set to the git SHA), wait for rollout
-#   --argocd      install Argo CD (argocd/install), apply argocd/appproject.yaml + argocd/application.yaml,
-#                 wait until the Application is Synced + Healthy; prints the Argo CD UI and admin password command.
-#                 Without REPO_URL, Argo CD follows THIS clone (as --local-git does) and says which repo + revision.
-#   --local-git   Argo CD pulls from THIS clone, served read-only by `git daemon` on the host and reached from
-#                 k3d as git://host.k3d.internal:9418 (20 s reconciliation): commit locally, watch it sync.
-#                 No GitHub repository needed. Stop the daemon with --destroy. (= --argocd without REPO_URL)
+#   --argocd      install Argo CD into the cluster (argocd/install), apply argocd/appproject.yaml + argocd/application.yaml,
+#                 wait until the Application is Synced + Healthy and log the revision Argo CD resolved; prints the
+#                 Argo CD UI and admin password command. Without REPO_URL, Argo CD follows THIS clone (as --local-git).
+#   --local-git   Argo CD follows THIS clone through a local mirror: a bare repository in the state directory,
+#                 served read-only over smart HTTP (scripts/gitops/git-http.py) and added to this clone as the
+#                 remote `argocd-local`. `git push argocd-local <branch>` runs its post-receive hook, which posts a
+#                 signed push event to Argo CD's webhook: the sync starts at once (polling every 20 s stays the
+#                 fallback). No GitHub repository needed. (= --argocd without REPO_URL)
 #   --existing-cluster
 #                 combine with any mode above: deploy into the cluster KUBECONFIG points at instead of k3d. No k3d,
 #                 no docker, no image build (the cluster pulls aside:$TAG; TAG unset = the image committed in k8s/),
 #                 and no Argo CD install when its CRDs are already served (Argo CD running in or beside it).
 #   --overlay DIR the kustomize directory to deploy instead of k8s/ (relative to the repository root), e.g.
 #                 overlays/airgap for a cluster that runs locally built images (scripts/node.sh); with --argocd
-#                 the Application follows that path
+#                 the Application follows that path, and DIR/argocd (a kustomize Component), when present, is
+#                 added to the Argo CD install (overlays/airgap/argocd: the locally built Argo CD image)
 #   --helm        helm upgrade --install charts/aside (+ values-k3d.yaml), then `helm test` (POST -> GET MISS -> GET HIT)
-#   --destroy     delete the k3d cluster and stop the git daemon started by --local-git
+#   --destroy     delete the k3d cluster and stop the git server started by --local-git (with --existing-cluster:
+#                 only stop the git server)
 #   -h, --help    this text
 #
 # Every mode (but --destroy) creates or reuses the k3d cluster "$CLUSTER" with the NodePorts mapped to localhost
@@ -28,12 +32,15 @@
 #
 # Environment (defaults): CLUSTER=aside  NAMESPACE=aside  K3S_IMAGE=rancher/k3s:v1.32.5-k3s1
 #   SERVER_MEMORY=4g  TIMEOUT=600s  TAG=<git short SHA, +-dirty-<time> for uncommitted changes>
-#   REPO_URL / REVISION: the Git source Argo CD follows (default: this clone, served by git daemon, at its
-#   current branch)   GIT_DAEMON_PORT=9418   GIT_DAEMON_HOST: the host name Argo CD reaches the daemon by
-#   (default host.k3d.internal; 127.0.0.1 with --existing-cluster, i.e. Argo CD running on this machine)
+#   REPO_URL / REVISION: the Git source Argo CD follows (default: this clone's local mirror, at its current
+#   branch)   GIT_PORT=8418: the smart-HTTP port of the mirror   GIT_HOST: the address Argo CD's pods reach the
+#   mirror at (default host.k3d.internal; with --existing-cluster 127.0.0.1; scripts/node.sh's env sets its
+#   bridge address)   ARGOCD_WEBHOOK_URL (default https://127.0.0.1:30443/api/webhook): where the hook posts
+#   ARGOCD_INSTALL_MANIFEST: a local copy of the pinned upstream install.yaml, for a cluster or machine that
+#   cannot fetch it from GitHub (default: the URL in argocd/install/kustomization.yaml)
 #   SKIP_BUILD=1 reuses an already imported aside:$TAG
-# Needs: docker (with a running engine), k3d, kubectl, openssl, git; helm for --helm. --existing-cluster needs
-# only kubectl, openssl and git (and helm for --helm).
+# Needs: docker (with a running engine), k3d, kubectl, openssl, git; helm for --helm; python3 for --local-git.
+# --existing-cluster needs only kubectl, openssl and git (and helm for --helm, python3 for --local-git).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,10 +49,11 @@ NAMESPACE="${NAMESPACE:-aside}"
 K3S_IMAGE="${K3S_IMAGE:-rancher/k3s:v1.32.5-k3s1}"
 SERVER_MEMORY="${SERVER_MEMORY:-4g}"
 TIMEOUT="${TIMEOUT:-600s}"
-GIT_DAEMON_PORT="${GIT_DAEMON_PORT:-9418}"
+GIT_PORT="${GIT_PORT:-8418}"
 STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/aside-deploy"
 MODE="manifests"
 EXISTING=0
+CLEANUP=() # temporary kustomize directories inside the repository, removed however the run ends
 OVERLAY=k8s
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
@@ -79,16 +87,14 @@ check_prereqs() {
   [[ "$OVERLAY" != /* && -f "$ROOT/$OVERLAY/kustomization.yaml" ]] \
     || die "--overlay $OVERLAY: no kustomization.yaml there (a directory relative to $ROOT)"
   [[ "$MODE" == helm && "$OVERLAY" != k8s ]] && die "--overlay applies to the manifests and Argo CD modes, not --helm"
-  if ((EXISTING)); then
-    [[ "$MODE" == "destroy" ]] && die "--destroy deletes the k3d cluster; it does not apply to --existing-cluster"
-  else
+  if ((!EXISTING)); then
     need docker "https://docs.docker.com/engine/install/ (the engine, not only the CLI)"
     need k3d "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash  (or: brew install k3d)"
   fi
   need kubectl "https://kubernetes.io/docs/tasks/tools/  (or: brew install kubectl)"
   need git "apt-get install git  (or: brew install git)"
+  [[ "$MODE" != "destroy" ]] && need openssl "apt-get install openssl  (or: brew install openssl)"
   if [[ "$MODE" != "destroy" ]] && ((!EXISTING)); then
-    need openssl "apt-get install openssl  (or: brew install openssl)"
     docker info >/dev/null 2>&1 || die "docker is installed but no engine answers (start Docker; is your user in the docker group?)"
   fi
   if [[ "$MODE" == "helm" ]]; then
@@ -99,6 +105,7 @@ check_prereqs() {
 # On any failure: what the cluster looked like.
 dump_state() {
   local rc=$?
+  ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"
   [[ $rc -eq 0 ]] && return 0
   echo "---- deploy failed (exit $rc); cluster state:" >&2
   kubectl get pods -A -o wide >&2 2>/dev/null || true
@@ -201,6 +208,7 @@ deploy_manifests() {
   # A throwaway overlay that only sets the image tag; k8s/ itself stays as committed. Inside the repo
   # because kustomize refuses absolute resource paths (gitignored, removed right after).
   overlay="$(mktemp -d "$ROOT/.deploy-overlay.XXXXXX")"
+  CLEANUP+=("$overlay")
   cat >"$overlay/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -214,33 +222,113 @@ YAML
   wait_stack
 }
 
-start_git_daemon() {
-  mkdir -p "$STATE_DIR"
-  local pidfile="$STATE_DIR/git-daemon.pid" host listen=()
-  host=host.k3d.internal
+# The mirror Argo CD follows for --local-git: a bare repository in the state directory, served read-only over
+# smart HTTP (Argo CD matches push webhooks against http(s) URLs only), with a post-receive hook that posts each
+# push to Argo CD's webhook, and a remote `argocd-local` in this clone to push to.
+serve_local_git() {
+  local name bare pidfile="$STATE_DIR/git-http.pid" host listen branch url
+  need python3 "apt-get install python3  (or: brew install python)"
+  name="$(basename "$ROOT")"
+  bare="$STATE_DIR/git/$name.git"
+  host="host.k3d.internal"
   ((EXISTING)) && host=127.0.0.1
-  host="${GIT_DAEMON_HOST:-$host}"
-  # k3d's containers reach the host through the Docker bridge; a daemon for Argo CD on this host stays on loopback.
-  [[ "$host" == 127.0.0.1 || "$host" == localhost ]] && listen=(--listen=127.0.0.1)
-  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    log "git daemon already serving (pid $(cat "$pidfile"))"
+  host="${GIT_HOST:-$host}"
+  # Listen only where the cluster reaches the host: loopback, or the one address given; k3d's containers come
+  # through the Docker bridge, whose address varies, so there every interface (read-only, this repository only).
+  case "$host" in
+    localhost | 127.0.0.1) listen=127.0.0.1 ;;
+    *[!0-9.]*) listen=0.0.0.0 ;;
+    *) listen="$host" ;;
+  esac
+  url="http://$host:$GIT_PORT/$name"
+  branch="${REVISION:-$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)}"
+  [[ -d "$bare" ]] || git init -q --bare "$bare"
+  # The secret the hook signs with (configure_webhooks puts it into argocd-secret), made before the first push.
+  [[ -s "$STATE_DIR/webhook-secret" ]] || (umask 077 && openssl rand -hex 32 >"$STATE_DIR/webhook-secret")
+  install -m 0755 "$ROOT/scripts/gitops/post-receive" "$bare/hooks/post-receive"
+  git -C "$bare" config hooks.argocd.url "${ARGOCD_WEBHOOK_URL:-https://127.0.0.1:30443/api/webhook}"
+  git -C "$bare" config hooks.argocd.weburl "$url"
+  git -C "$bare" config hooks.argocd.secretfile "$STATE_DIR/webhook-secret"
+  git -C "$bare" symbolic-ref HEAD "refs/heads/$branch"
+  if git -C "$ROOT" remote get-url argocd-local >/dev/null 2>&1; then
+    git -C "$ROOT" remote set-url argocd-local "$bare"
   else
-    log "serving $ROOT read-only with git daemon on port $GIT_DAEMON_PORT"
-    # Only this repository is exported (the whitelist argument), read-only.
-    git daemon --reuseaddr --detach --pid-file="$pidfile" --port="$GIT_DAEMON_PORT" "${listen[@]}" \
-      --base-path="$(dirname "$ROOT")" --export-all "$ROOT"
+    git -C "$ROOT" remote add argocd-local "$bare"
+    log "added remote argocd-local ($bare) to this clone: git push argocd-local $branch deploys"
+  fi
+  # The mirror follows this clone: what is committed here is what Argo CD sees.
+  git -C "$ROOT" push -q --force argocd-local "HEAD:refs/heads/$branch" 2>&1 | sed 's/^/    /' >&2
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "git server already serving (pid $(cat "$pidfile"))"
+  else
+    log "serving the mirror read-only over smart HTTP on $listen:$GIT_PORT"
+    setsid python3 "$ROOT/scripts/gitops/git-http.py" "$STATE_DIR/git" "$listen" "$GIT_PORT" \
+      </dev/null >"$STATE_DIR/git-http.log" 2>&1 &
+    echo $! >"$pidfile"
     local i
     for i in $(seq 1 50); do
-      git ls-remote "git://127.0.0.1:$GIT_DAEMON_PORT/$(basename "$ROOT")" HEAD >/dev/null 2>&1 && break
-      ((i == 50)) && die "git daemon on port $GIT_DAEMON_PORT does not answer"
+      git ls-remote "http://$([[ $listen == 0.0.0.0 ]] && echo 127.0.0.1 || echo "$listen"):$GIT_PORT/$name.git" HEAD >/dev/null 2>&1 && break
+      kill -0 "$(cat "$pidfile")" 2>/dev/null || die "the git server did not start: $(tail -n 3 "$STATE_DIR/git-http.log") (port $GIT_PORT in use? set GIT_PORT)"
+      ((i == 50)) && die "the git server on port $GIT_PORT does not answer"
       sleep 0.1
     done
   fi
-  REPO_URL="git://$host:$GIT_DAEMON_PORT/$(basename "$ROOT")"
-  REVISION="${REVISION:-$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)}"
+  REPO_URL="$url.git"
+  REVISION="$branch"
   if [[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]]; then
-    log "note: uncommitted changes are not served; Argo CD sees commits only"
+    log "note: uncommitted changes are not served; Argo CD sees commits pushed to argocd-local"
   fi
+}
+
+# Webhook secrets in argocd-secret (never in Git). The local hook signs with the Gogs key; every other provider
+# gets a random secret unless one is set already (an unset secret makes Argo CD accept that provider's events
+# unsigned), so a fork's GitHub webhook secret set by hand is kept.
+configure_webhooks() {
+  kubectl -n argocd get secret argocd-secret >/dev/null 2>&1 || return 0 # Argo CD beside the cluster: no server
+  local file="$STATE_DIR/webhook-secret" patch key have
+  [[ -s "$file" ]] || (umask 077 && openssl rand -hex 32 >"$file")
+  # shellcheck disable=SC2016 # a Go template, not a shell expansion
+  have="$(kubectl -n argocd get secret argocd-secret -o go-template='{{range $k, $v := .data}}{{if $v}}{{$k}} {{end}}{{end}}')"
+  patch="$(umask 077 && mktemp)"
+  {
+    echo "stringData:"
+    echo "  webhook.gogs.secret: \"$(cat "$file")\""
+    for key in webhook.github.secret webhook.gitlab.secret webhook.bitbucketserver.secret \
+      webhook.azuredevops.username webhook.azuredevops.password; do
+      [[ " $have " == *" $key "* ]] || echo "  $key: \"$(openssl rand -hex 32)\""
+    done
+    [[ " $have " == *" webhook.bitbucket.uuid "* ]] || echo "  webhook.bitbucket.uuid: \"$(cat /proc/sys/kernel/random/uuid 2>/dev/null || openssl rand -hex 16)\""
+  } >"$patch"
+  kubectl -n argocd patch secret argocd-secret --type merge --patch-file "$patch" >/dev/null
+  rm -f "$patch"
+  log "webhook secrets set in argocd-secret (the local hook signs with webhook.gogs.secret; other providers random unless set)"
+}
+
+# Argo CD from argocd/install: upstream's pinned install.yaml (from GitHub, or ARGOCD_INSTALL_MANIFEST) plus the
+# project's patches, and the overlay's argocd/ Component when it has one (locally built images).
+install_argocd() {
+  local dir
+  dir="$(mktemp -d "$ROOT/.deploy-argocd.XXXXXX")"
+  CLEANUP+=("$dir")
+  cp "$ROOT"/argocd/install/*.yaml "$dir/"
+  if [[ -n "${ARGOCD_INSTALL_MANIFEST:-}" ]]; then
+    [[ -f "$ARGOCD_INSTALL_MANIFEST" ]] || die "ARGOCD_INSTALL_MANIFEST=$ARGOCD_INSTALL_MANIFEST: no such file"
+    cp "$ARGOCD_INSTALL_MANIFEST" "$dir/upstream-install.yaml"
+    sed -i 's#^  - https://.*/manifests/install\.yaml$#  - upstream-install.yaml#' "$dir/kustomization.yaml"
+    grep -qx '  - upstream-install.yaml' "$dir/kustomization.yaml" || die "argocd/install/kustomization.yaml: no upstream install.yaml URL to replace"
+  fi
+  if [[ -f "$ROOT/$OVERLAY/argocd/kustomization.yaml" ]]; then
+    printf 'components:\n  - ../%s/argocd\n' "$OVERLAY" >>"$dir/kustomization.yaml"
+  fi
+  log "installing Argo CD (argocd/install${ARGOCD_INSTALL_MANIFEST:+ over $ARGOCD_INSTALL_MANIFEST}$([[ -f "$ROOT/$OVERLAY/argocd/kustomization.yaml" ]] && echo " + $OVERLAY/argocd"))"
+  ensure_namespace argocd
+  # Server-side: client-side apply's last-applied annotation would exceed 256 KiB on the ApplicationSet CRD.
+  kubectl apply --server-side --force-conflicts -k "$dir" >/dev/null
+  rm -rf "$dir"
+  local w
+  for w in statefulset/argocd-application-controller deployment/argocd-repo-server deployment/argocd-redis deployment/argocd-server; do
+    kubectl -n argocd rollout status "$w" --timeout="$TIMEOUT"
+  done
 }
 
 # True when the Argo CD API (its CRDs) is already served: an install that runs in the cluster or beside it.
@@ -249,22 +337,18 @@ argocd_present() {
 }
 
 deploy_argocd() {
-  if ((EXISTING)) && argocd_present; then
-    log "Argo CD is already running (its CRDs are served): not installing it"
+  if ((EXISTING)) && argocd_present && ! kubectl -n argocd get deployment argocd-server >/dev/null 2>&1; then
+    log "Argo CD is already running beside the cluster (its CRDs are served, no argocd-server here): not installing it"
   else
-    log "installing Argo CD (argocd/install: pinned upstream release + local sizing)"
-    ensure_namespace argocd
-    kubectl apply --server-side --force-conflicts -k "$ROOT/argocd/install" >/dev/null
-    kubectl -n argocd rollout status statefulset/argocd-application-controller --timeout="$TIMEOUT"
-    kubectl -n argocd rollout status deployment/argocd-repo-server --timeout="$TIMEOUT"
-    kubectl -n argocd rollout status deployment/argocd-server --timeout="$TIMEOUT"
+    install_argocd
   fi
   # No REPO_URL: follow this clone. The placeholder in argocd/application.yaml is for forks to edit.
   if [[ "$MODE" == "local-git" || -z "${REPO_URL:-}" ]]; then
-    start_git_daemon
+    serve_local_git
   fi
+  configure_webhooks
   local repo="$REPO_URL" rev="${REVISION:-}"
-  log "Argo CD follows $repo at revision ${rev:-as committed} (commit $(git -C "$ROOT" rev-parse --short=12 "${rev:-HEAD}" 2>/dev/null || echo "not in this clone")), image ${TAG:+aside:$TAG}${TAG:-as committed in k8s/}"
+  log "Argo CD follows $repo at ${rev:-the targetRevision in argocd/application.yaml}, path $OVERLAY, image ${TAG:+aside:$TAG}${TAG:-as committed in k8s/}"
   # Only the marked lines change: repoURL, targetRevision, the project's source repo; plus an image override
   # for the image built here (none when nothing was built: then Git decides the image, the GitOps way).
   local image_override=()
@@ -282,9 +366,11 @@ deploy_argocd() {
   while ((SECONDS < deadline)); do
     state="$(kubectl -n argocd get application aside -o jsonpath='{.status.sync.status} {.status.health.status}' 2>/dev/null || true)"
     [[ "$state" == "Synced Healthy" ]] && break
-    sleep 5
+    sleep 2
   done
   [[ "$state" == "Synced Healthy" ]] || die "Application aside is '$state' after $TIMEOUT"
+  # What Argo CD resolved, not what this clone has checked out (they differ whenever REPO_URL is a fork).
+  log "Argo CD synced $repo at revision $(kubectl -n argocd get application aside -o jsonpath='{.status.sync.revision}')"
   wait_stack
 }
 
@@ -303,12 +389,13 @@ deploy_helm() {
 }
 
 destroy() {
-  local pidfile="$STATE_DIR/git-daemon.pid"
+  local pidfile="$STATE_DIR/git-http.pid"
   if [[ -f "$pidfile" ]]; then
     kill "$(cat "$pidfile")" 2>/dev/null || true
     rm -f "$pidfile"
-    log "stopped git daemon"
+    log "stopped the git server"
   fi
+  ((EXISTING)) && return 0
   if k3d cluster get "$CLUSTER" >/dev/null 2>&1; then
     k3d cluster delete "$CLUSTER"
   else
@@ -323,7 +410,7 @@ print_urls() {
 aside is up ($MODE, existing cluster, image ${TAG:+aside:$TAG}${TAG:-as committed}). NodePorts on the cluster's nodes:
 30080 API + Swagger UI (/docs), 30090 Prometheus, 30030 Grafana; or: kubectl -n $NAMESPACE port-forward svc/aside 8080:80
 TXT
-    [[ -n "${REPO_URL:-}" ]] && echo "  Git source   $REPO_URL @ ${REVISION:-as committed}"
+    [[ -n "${REPO_URL:-}" ]] && echo "  Git source   $REPO_URL @ ${REVISION:-as committed}$(git -C "$ROOT" remote get-url argocd-local >/dev/null 2>&1 && echo ": git push argocd-local ${REVISION:-main} deploys")"
     return 0
   fi
   cat <<TXT
@@ -343,7 +430,7 @@ TXT
 TXT
   fi
   if [[ "$MODE" == "argocd" || "$MODE" == "local-git" ]]; then
-    echo "  Git source   $REPO_URL @ ${REVISION:-as committed}: commit on that branch and Argo CD syncs it (docs/delivery.md has the measured delay)"
+    echo "  Git source   $REPO_URL @ ${REVISION:-as committed}: push to it (for this clone's mirror: git push argocd-local ${REVISION:-main}) and Argo CD syncs (docs/delivery.md has the measured delay)"
   fi
 }
 

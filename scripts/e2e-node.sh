@@ -18,6 +18,8 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/node/e2e-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/node/e2e-lib.sh"
 help_exit "$@"
 [[ $# == 0 ]] || { usage >&2; die "unknown argument: $1"; }
 
@@ -53,11 +55,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-pass() { printf 'PASS  %-36s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
-fail() { printf 'FAIL  %-36s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
 k() { kubectl -n "$NS" "$@"; }
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc | xargs printf '%.1f'; }
 available() { [[ "$(k get deployment aside -o jsonpath='{.status.availableReplicas} {.status.updatedReplicas} {.status.replicas}')" == "$1 $1 $1" ]]; }
 # settled: every replica the Deployment wants (whatever the HPA made it) updated and available, none terminating.
 settled() {
@@ -76,25 +74,6 @@ container_pid() {
   [[ -n "$id" ]] || return 1
   ctr --address "$CONTAINERD_ADDRESS" -n k8s.io tasks ls | awk -v id="$id" '$1 == id { print $2 }'
 }
-
-# load_start NAME [load.py args]: load.py through the NodePort until load_stop NAME.
-load_start() {
-  local name="$1"
-  shift
-  rm -f "$WORK/$name.stop" "$WORK/$name.started"
-  python3 "$ROOT/scripts/drill/load.py" run --target "$API" --duration 600 --out "$WORK/$name.json" \
-    --token "$TOKEN" --records 20 --readers 4 --writers 1 --write-interval 0.05 --timeout 5 \
-    --stop-file "$WORK/$name.stop" --started-file "$WORK/$name.started" "$@" 2>"$WORK/$name.log" &
-  echo $! >"$WORK/$name.pid"
-  wait_until 60 test -f "$WORK/$name.started" || die "load $name did not start: $(cat "$WORK/$name.log")"
-}
-load_stop() {
-  touch "$WORK/$1.stop"
-  wait "$(cat "$WORK/$1.pid")" || die "load $1 failed: $(cat "$WORK/$1.log")"
-}
-# sum NAME [--from T] [--to T]: key=value summary of a load run; field NAME KEY reads one value.
-sum() { python3 "$ROOT/scripts/node/loadsum.py" "$WORK/$1.json" "${@:2}"; }
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 
 # --- 0. bad input to the node scripts: a clear message and exit code, nothing created -----------------------------
 bad=()

@@ -17,6 +17,8 @@
 #   local/postgres:15-bookworm, local/redis:7.0-bookworm   images/{postgres,redis}: Debian's packages
 #   local/prometheus, local/coredns, local/local-path-provisioner   binaries from scripts/cluster-tools.sh
 #   local/pause:1              images/pause/pause.c, static: the pod sandbox image containerd is told to use
+#   local/argocd:<pinned>      images/argocd: upstream's Dockerfile recipe on the Debian base, with the argocd,
+#                              helm and kustomize binaries of scripts/cluster-tools.sh and the pinned module's scripts
 # Docker's own layer cache (its data-root) makes a re-run seconds; the debootstrap root is rebuilt only
 # when the mirror or this script's base recipe changes (a label on the image holds the key).
 set -euo pipefail
@@ -47,10 +49,11 @@ PROM_VERSION="$(version_of prometheus github.com/prometheus/prometheus)"
 PROM_VERSION="v2.${PROM_VERSION#v0.}"
 COREDNS_VERSION="$(version_of coredns github.com/coredns/coredns)"
 LOCALPATH_VERSION="$(version_of local-path github.com/rancher/local-path-provisioner)"
+ARGOCD_VERSION="$(version_of argocd github.com/argoproj/argo-cd/v3)"
 IMAGES=(
   "local/pause:1" "local/debian:bookworm" "local/distroless-cc:nonroot" "aside:$ASIDE_VERSION"
   "local/postgres:15-bookworm" "local/redis:7.0-bookworm" "local/prometheus:$PROM_VERSION"
-  "local/coredns:${COREDNS_VERSION#v}" "local/local-path-provisioner:$LOCALPATH_VERSION"
+  "local/coredns:${COREDNS_VERSION#v}" "local/local-path-provisioner:$LOCALPATH_VERSION" "local/argocd:$ARGOCD_VERSION"
 )
 if ((LIST)); then
   printf '%s\n' "${IMAGES[@]}"
@@ -126,6 +129,16 @@ for spec in "prometheus local/prometheus:$PROM_VERSION" "coredns local/coredns:$
   cp "$TOOLS_BIN/$(basename "${image%%:*}")" "$WORK/ctx-$dir/"
   build "$image" "$WORK/ctx-$dir"
 done
+
+# Argo CD: upstream's image recipe (images/argocd) around the binaries built above and three scripts from
+# the pinned module (the repo-server runs git-verify-wrapper.sh and gpg-wrapper.sh; entrypoint.sh as upstream).
+ARGO_DIR="$(argocd_module_dir)"
+mkdir -p "$WORK/ctx-argocd"
+cp "$ROOT/images/argocd/Dockerfile" "$ARGO_DIR/entrypoint.sh" "$ARGO_DIR/hack/gpg-wrapper.sh" \
+  "$ARGO_DIR/hack/git-verify-wrapper.sh" "$WORK/ctx-argocd/"
+cp "$TOOLS_BIN/argocd" "$TOOLS_BIN/helm" "$TOOLS_BIN/kustomize" "$WORK/ctx-argocd/"
+chmod u+w,a+rx "$WORK/ctx-argocd/"*.sh # module cache files are read-only; the image needs them executable
+build "local/argocd:$ARGOCD_VERSION" "$WORK/ctx-argocd"
 
 # 4. aside, from the project's Dockerfile: its runtime stage on the stand-in base, the binary built on the host.
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"

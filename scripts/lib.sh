@@ -38,6 +38,15 @@ version_of() {
   awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$ROOT/tools/$1/go.mod"
 }
 
+# Argo CD 3.6 needs Go >= 1.27.0 (its go.mod); the go command fetches this toolchain from the module proxy.
+ARGOCD_GOTOOLCHAIN="go1.27.3"
+# argocd_module_dir: the pinned Argo CD module's directory in the Go module cache (downloaded if missing), for
+# its manifests/install.yaml and the scripts its image ships. Needs $ROOT.
+argocd_module_dir() {
+  (cd "$ROOT/tools/argocd" && GOTOOLCHAIN="$ARGOCD_GOTOOLCHAIN" go mod download github.com/argoproj/argo-cd/v3 \
+    && GOTOOLCHAIN="$ARGOCD_GOTOOLCHAIN" go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)
+}
+
 # wait_until TIMEOUT-S CMD...: polls CMD every 0.25 s; sets WAITED (seconds, 0.1 s resolution) for the caller;
 # false on timeout. Used by the e2e scripts.
 # shellcheck disable=SC2034

@@ -7,7 +7,8 @@
 #   down    stop everything `up` started and remove what it created (safe to repeat; also after a failed up)
 #   status  say whether a node from DIR is up
 #   --dir DIR   where the node keeps its state (default ${XDG_STATE_HOME:-~/.local/state}/aside-node)
-# After `up`: `source DIR/env` sets KUBECONFIG (and DOCKER_HOST, CONTAINERD_ADDRESS) for this cluster.
+# After `up`: `source DIR/env` sets KUBECONFIG (and DOCKER_HOST, CONTAINERD_ADDRESS, and GIT_HOST for
+# deploy.sh --local-git) for this cluster.
 #
 # What `up` runs (as root; Debian packages installed when missing: docker.io, containerd, runc,
 # containernetworking-plugins, debootstrap, gcc, conntrack):
@@ -490,13 +491,16 @@ up() {
 export KUBECONFIG=$KUBECONFIG_FILE
 export DOCKER_HOST=unix://$DOCKER_SOCK
 export CONTAINERD_ADDRESS=$CTRD_SOCK
+# deploy.sh --local-git serves its mirror here: the host address the pods reach (the bridge).
+export GIT_HOST=$NODE_IP
 ENV
   trap - EXIT
   cat >&2 <<TXT
 
 node $NODE is up ($(k version -o json | grep -o '"gitVersion": "[^"]*"' | tail -n1 | cut -d'"' -f4), containerd $(containerd --version | awk '{ print $3 }')):
-  source $DIR/env            # KUBECONFIG, DOCKER_HOST, CONTAINERD_ADDRESS
-  scripts/deploy.sh --existing-cluster --overlay overlays/airgap
+  source $DIR/env            # KUBECONFIG, DOCKER_HOST, CONTAINERD_ADDRESS, GIT_HOST
+  scripts/deploy.sh --existing-cluster --overlay overlays/airgap   # plain manifests; or Argo CD in the cluster:
+  ARGOCD_INSTALL_MANIFEST=<argo-cd module>/manifests/install.yaml scripts/deploy.sh --argocd --existing-cluster --overlay overlays/airgap
   scripts/node.sh down --dir $DIR
 TXT
 }

@@ -68,7 +68,7 @@ helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh
   scripts/validate/planted.sh scripts/e2e-cluster.sh scripts/cluster-tools.sh scripts/otelcol.sh scripts/bench/callgrind.sh scripts/trace-demo.sh
   scripts/bench.sh scripts/bench/ab.sh scripts/images.sh scripts/node.sh scripts/e2e-node.sh images/postgres/docker-entrypoint.sh
-  images/distroless-cc/assemble.sh)
+  images/distroless-cc/assemble.sh scripts/e2e-gitops.sh scripts/node/e2e-lib.sh scripts/lib.sh)
 check_shellcheck() {
   shellcheck -x "${SHELL_FILES[@]}"
   echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
@@ -153,7 +153,28 @@ yaml.safe_dump(k, open(f"{d}/kustomization.yaml", "w"))
 PY
   kubectl kustomize "$d" >"$WORK/argocd-install.yaml"
   "$PY" scripts/validate/checks.py argocd-install "$WORK/argocd-install.yaml"
-  echo "argocd: Application + AppProject (CRD schemas of Argo CD $ARGOCD_VERSION, strict) + install overlay on its install.yaml: 0 findings"
+  # The air-gapped cluster's install (what deploy.sh --overlay overlays/airgap renders): every running container
+  # on a locally built image, never pulled.
+  local a="$WORK/argocd-install-airgap"
+  mkdir -p "$a"
+  cp "$d"/*.yaml "$a/"
+  printf 'components:
+  - %s/overlays/airgap/argocd
+' "$(realpath --relative-to="$a" "$PWD")" >>"$a/kustomization.yaml"
+  kubectl kustomize --load-restrictor LoadRestrictionsNone "$a" | "$PY" -c '
+import sys, yaml
+bad = []
+for o in yaml.safe_load_all(sys.stdin):
+    if not o or o["kind"] not in ("Deployment", "StatefulSet") or o["spec"].get("replicas", 1) == 0:
+        continue
+    spec = o["spec"]["template"]["spec"]
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        if not c["image"].startswith("local/") or c.get("imagePullPolicy") != "IfNotPresent":
+            bad.append("%s/%s: %s pull %s" % (o["metadata"]["name"], c["name"], c["image"], c.get("imagePullPolicy")))
+if bad:
+    sys.exit("FINDING argocd: overlays/airgap/argocd leaves containers on pulled images: " + "; ".join(bad))
+'
+  echo "argocd: Application + AppProject (CRD schemas of Argo CD $ARGOCD_VERSION, strict) + install overlay on its install.yaml (and with overlays/airgap/argocd: every container local, IfNotPresent): 0 findings"
 }
 
 check_typecheck() {

@@ -630,10 +630,17 @@ def check_argocd(k8s_render, crd_dir):
         rep.add("Application: no retry policy")
     by = {(o["kind"], o["metadata"]["name"]): o for o in objs}
     hpa_targets = {o["spec"]["scaleTargetRef"]["name"] for o in objs if o["kind"] == "HorizontalPodAutoscaler"}
+    # The HPA's replica count is ignored by its writer (managedFieldsManagers: kube-controller-manager). A path
+    # rule on /spec/replicas would also strip an invalid value from Git (replicas: "two" shown Synced + Healthy).
     ignored = {i.get("name") for i in spec.get("ignoreDifferences") or []
-               if i.get("kind") == "Deployment" and "/spec/replicas" in (i.get("jsonPointers") or [])}
+               if i.get("kind") == "Deployment" and "kube-controller-manager" in (i.get("managedFieldsManagers") or [])}
+    for i in spec.get("ignoreDifferences") or []:
+        if any(p.startswith("/spec/replicas") for p in i.get("jsonPointers") or []):
+            rep.add(f"Application: ignoreDifferences on {i.get('kind')}/{i.get('name')} jsonPointers /spec/replicas hides an "
+                    "invalid replicas value from Git (use managedFieldsManagers: [kube-controller-manager])")
     for t in hpa_targets - ignored:
-        rep.add(f"Application: HPA-owned Deployment/{t} has no ignoreDifferences on /spec/replicas")
+        rep.add(f"Application: HPA-owned Deployment/{t} has no ignoreDifferences for the HPA's writes "
+                "(managedFieldsManagers: [kube-controller-manager])")
     for t in ignored:
         if ("Deployment", t) not in by:
             rep.add(f"Application: ignoreDifferences names Deployment/{t}, which k8s/ does not have")

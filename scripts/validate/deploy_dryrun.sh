@@ -2,8 +2,11 @@
 # scripts/validate/deploy_dryrun.sh: run scripts/deploy.sh in every mode against stub docker/k3d/kubectl/helm
 # (no cluster exists here), to prove its control flow under `set -euo pipefail`: prerequisite checks,
 # create-then-reuse idempotency, the image tag it imports, the overlay it applies (rendered for real with
-# kubectl kustomize), the Argo CD Application it applies (repoURL/targetRevision/image rewritten), the helm
-# release (rendered for real with helm template), and --destroy. It proves nothing about a real cluster.
+# kubectl kustomize), the Argo CD Application it applies (repoURL/targetRevision/image rewritten), the local
+# mirror --local-git serves (real git and scripts/gitops/git-http.py on a free port, its hook configured), the
+# helm release (rendered for real with helm template), and --destroy. It proves nothing about a real cluster.
+# deploy.sh runs from a copy of this working tree (uncommitted changes included): --local-git adds a remote
+# to the clone it runs from, which must not be this one.
 #
 # Usage: scripts/validate/deploy_dryrun.sh [-h|--help]   (needs kubectl, helm, python3 with PyYAML on PATH)
 
@@ -13,14 +16,19 @@ set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0; fi
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SANDBOX="$(mktemp -d)"
-trap 'if [[ -f "$SANDBOX/state/daemon.pid" ]]; then kill "$(cat "$SANDBOX/state/daemon.pid")" 2>/dev/null || true; fi; rm -rf "$SANDBOX"' EXIT
+GIT_PIDFILE="$SANDBOX/xdg/aside-deploy/git-http.pid"
+trap 'if [[ -f "$GIT_PIDFILE" ]]; then kill "$(cat "$GIT_PIDFILE")" 2>/dev/null || true; fi; rm -rf "$SANDBOX"' EXIT
 mkdir -p "$SANDBOX/bin" "$SANDBOX/state"
-export STUB_STATE="$SANDBOX/state" STUB_CALLS="$SANDBOX/calls.log" REAL_KUBECTL REAL_HELM REAL_GIT STUB_ROOT="$ROOT"
+ROOT="$SANDBOX/repo"
+git clone -q --shared "$SRC" "$ROOT"
+(cd "$SRC" && git ls-files -z -co --exclude-standard | xargs -0 tar --ignore-failed-read -cf - 2>/dev/null) | tar -C "$ROOT" -xf -
+export GIT_PORT
+GIT_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export STUB_STATE="$SANDBOX/state" STUB_CALLS="$SANDBOX/calls.log" REAL_KUBECTL REAL_HELM STUB_ROOT="$ROOT"
 REAL_KUBECTL="$(command -v kubectl)"
 REAL_HELM="$(command -v helm)"
-REAL_GIT="$(command -v git)"
 export REAL_PY="${PYTHON:-python3}"
 : >"$STUB_CALLS"
 
@@ -71,7 +79,10 @@ case "$args" in
   "apply --server-side --force-conflicts -k "*) [[ -f "$5/kustomization.yaml" ]] ;;
   "apply -f "*) for f in $(echo "$args" | grep -o "\-f [^ ]*" | cut -c4-); do cp "$f" "$STUB_STATE/"; done ;;
   *"rollout status"*) exit 0 ;;
+  *"get application aside -o jsonpath={.status.sync.revision}"*) echo 0123456789abcdef0123456789abcdef01234567 ;;
   *"get application aside -o jsonpath"*) echo "Synced Healthy" ;;
+  "-n argocd get secret argocd-secret") exit 1 ;;
+  "-n argocd get deployment argocd-server") exit 1 ;;
   *"get deployment aside"*) exit 1 ;;
   "get pods -A -o wide"|*"get events"*|*" logs "*) exit 0 ;;
   *) echo "kubectl stub: unexpected $args" >&2; exit 1 ;;
@@ -84,14 +95,6 @@ case "$1" in
   test) exit 0 ;;
   *) echo "helm stub: unexpected $*" >&2; exit 1 ;;
 esac'
-stub git '
-if [[ "$1" == "daemon" ]]; then
-  pidfile=""; for a in "$@"; do [[ "$a" == --pid-file=* ]] && pidfile="${a#--pid-file=}"; done
-  sleep 300 & echo $! >"$pidfile"; cp "$pidfile" "$STUB_STATE/daemon.pid"; exit 0
-fi
-if [[ "$1" == "ls-remote" && "$2" == git://* ]]; then [[ -f "$STUB_STATE/daemon.pid" ]]; exit; fi
-exec "$REAL_GIT" "$@"'
-
 export PATH="$SANDBOX/bin:$PATH" XDG_STATE_HOME="$SANDBOX/xdg"
 export TAG EXPECT_TAG
 TAG="$(git -C "$ROOT" rev-parse --short=12 HEAD)"
@@ -132,13 +135,24 @@ PY
 REPO_URL=https://example.invalid/fork/aside.git REVISION=feature mode_run argocd --argocd
 check_app https://example.invalid/fork/aside.git feature "aside=aside:$TAG" || failures=$((failures + 1))
 BRANCH="$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)"
-# The newcomer's command: no REPO_URL -> this clone, served by git daemon, named in the output.
+# The newcomer's command: no REPO_URL -> this clone's mirror, served over smart HTTP, named in the output.
+NAME="$(basename "$ROOT")"
 mode_run argocd-noremote --argocd
-check_app "git://host.k3d.internal:9418/$(basename "$ROOT")" "$BRANCH" "aside=aside:$TAG" || failures=$((failures + 1))
-grep -q "Argo CD follows git://host.k3d.internal:9418/$(basename "$ROOT") at revision $BRANCH (commit " "$SANDBOX/out-argocd-noremote.log" \
+check_app "http://host.k3d.internal:$GIT_PORT/$NAME.git" "$BRANCH" "aside=aside:$TAG" || failures=$((failures + 1))
+grep -q "Argo CD follows http://host.k3d.internal:$GIT_PORT/$NAME.git at $BRANCH" "$SANDBOX/out-argocd-noremote.log" \
   || { echo "FINDING deploy-dryrun: --argocd without REPO_URL did not say which repo and revision it follows"; failures=$((failures + 1)); }
+grep -q "Argo CD synced .* at revision 0123456789abcdef" "$SANDBOX/out-argocd-noremote.log" \
+  || { echo "FINDING deploy-dryrun: --argocd did not log the revision Argo CD resolved"; failures=$((failures + 1)); }
+# The mirror: served over HTTP, at this clone's HEAD, its hook configured, the clone's remote pointing at it.
+MIRROR="$(git -C "$ROOT" remote get-url argocd-local 2>/dev/null || true)"
+if [[ "$(git ls-remote "http://127.0.0.1:$GIT_PORT/$NAME.git" "refs/heads/$BRANCH" | cut -f1)" == "$(git -C "$ROOT" rev-parse HEAD)" \
+  && -x "$MIRROR/hooks/post-receive" && "$(git -C "$MIRROR" config hooks.argocd.weburl)" == "http://host.k3d.internal:$GIT_PORT/$NAME" ]]; then
+  echo "ok    mirror served over smart HTTP at HEAD, post-receive hook configured, remote argocd-local"
+else
+  echo "FINDING deploy-dryrun: the --local-git mirror is not served at HEAD with its hook (remote: ${MIRROR:-none})"; failures=$((failures + 1))
+fi
 mode_run local-git --local-git
-check_app "git://host.k3d.internal:9418/$(basename "$ROOT")" "$BRANCH" "aside=aside:$TAG" || failures=$((failures + 1))
+check_app "http://host.k3d.internal:$GIT_PORT/$NAME.git" "$BRANCH" "aside=aside:$TAG" || failures=$((failures + 1))
 # --existing-cluster: no k3d and no docker call at all, no Argo CD install when its CRDs are served, the
 # image as committed, the clone served on loopback.
 : >"$STUB_CALLS"
@@ -151,7 +165,7 @@ unset TAG
 mode_run existing --argocd --existing-cluster
 TAG="$saved_tag"
 export TAG
-check_app "git://127.0.0.1:9418/$(basename "$ROOT")" "$BRANCH" - || failures=$((failures + 1))
+check_app "http://127.0.0.1:$GIT_PORT/$NAME.git" "$BRANCH" - || failures=$((failures + 1))
 if grep -qE '^(k3d|docker) |apply --server-side --force-conflicts -k' "$STUB_CALLS"; then
   echo "FINDING deploy-dryrun: --existing-cluster called k3d/docker or installed Argo CD:"; grep -E '^(k3d|docker) |apply --server-side' "$STUB_CALLS" | head -n 5
   failures=$((failures + 1))
@@ -159,15 +173,16 @@ else
   echo "ok    --existing-cluster: no k3d, no docker, no Argo CD install, image as committed, clone served on 127.0.0.1"
 fi
 rm -f "$STUB_STATE/argocd-present"
+git_pid="$(cat "$GIT_PIDFILE")"
 mode_run destroy --destroy
 [[ ! -f "$STUB_STATE/cluster" ]] || { echo "FINDING deploy-dryrun: --destroy left the cluster"; failures=$((failures + 1)); }
 daemon_alive() { # alive and not a zombie (an orphan may wait a moment for its reaper)
   local st
-  st="$(ps -o stat= -p "$(cat "$STUB_STATE/daemon.pid")" 2>/dev/null || true)"
+  st="$(ps -o stat= -p "$git_pid" 2>/dev/null || true)"
   [[ -n "$st" && "$st" != Z* ]]
 }
 for _ in 1 2 3 4 5 6 7 8 9 10; do daemon_alive || break; sleep 0.3; done
-if daemon_alive; then echo "FINDING deploy-dryrun: --destroy left git daemon running"; failures=$((failures + 1)); fi
+if daemon_alive; then echo "FINDING deploy-dryrun: --destroy left the git server running"; failures=$((failures + 1)); fi
 # No engine: a clear refusal, non-zero.
 stub docker 'exit 1'
 if "$ROOT/scripts/deploy.sh" >"$SANDBOX/out-noengine.log" 2>&1 || ! grep -q "no engine answers" "$SANDBOX/out-noengine.log"; then

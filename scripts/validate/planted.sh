@@ -173,8 +173,14 @@ plant_project_description() { sub argocd/appproject.yaml '  description: aside c
 def whitelist argocd 'networking.k8s.io/NetworkPolicy (aside) in k8s/ is not whitelisted' 'argocd/appproject.yaml: NetworkPolicy removed from the whitelist'
 plant_whitelist() { sub argocd/appproject.yaml $'    - group: networking.k8s.io\n      kind: NetworkPolicy\n' ''; }
 
-def ignore_diff argocd 'HPA-owned Deployment/aside has no ignoreDifferences on /spec/replicas' 'argocd/application.yaml: ignoreDifferences on Deployment aside-api'
+def ignore_diff argocd 'HPA-owned Deployment/aside has no ignoreDifferences for the HPA' 'argocd/application.yaml: ignoreDifferences on Deployment aside-api'
 plant_ignore_diff() { sub argocd/application.yaml $'      kind: Deployment\n      name: aside\n' $'      kind: Deployment\n      name: aside-api\n'; }
+
+def replicas_path argocd 'jsonPointers /spec/replicas hides an invalid replicas value' 'argocd/application.yaml: the HPA ignore rule by path (/spec/replicas) instead of by writer'
+plant_replicas_path() { sub argocd/application.yaml $'      managedFieldsManagers:\n        - kube-controller-manager\n' $'      jsonPointers:\n        - /spec/replicas\n'; }
+
+def airgap_pull argocd 'leaves containers on pulled images' 'overlays/airgap/argocd/pull-policy-patch.yaml: argocd-server left at Always'
+plant_airgap_pull() { sub overlays/airgap/argocd/pull-policy-patch.yaml '{containers: [{name: argocd-server, imagePullPolicy: IfNotPresent}]}' '{containers: [{name: argocd-server, imagePullPolicy: Always}]}'; }
 
 def install_patch argocd 'argocd-reposerver' 'argocd/install/resources-patch.yaml: patch names argocd-reposerver'
 plant_install_patch() { sub argocd/install/resources-patch.yaml '  name: argocd-repo-server' '  name: argocd-reposerver'; }
