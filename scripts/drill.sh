@@ -362,21 +362,24 @@ drill_reshard() {
   # key in each slot, ASK/MOVED for clients meanwhile) while the load runs.
   new="$(_svc_new_port)"
   _svc_redis_node "cluster-$new" "$new" --cluster-enabled yes --cluster-config-file nodes.conf \
-    --cluster-node-timeout 2000 --maxmemory 64mb --maxmemory-policy allkeys-lru
+    --cluster-node-timeout 15000 --maxmemory 64mb --maxmemory-policy allkeys-lru
   _svc_wait_ping "$new" || die "the new cluster node did not start"
   redis-cli --cluster add-node "127.0.0.1:$new" "$seed" >"$DIR/add-node.log" 2>&1 ||
     die "add-node failed: $(tail -n 5 "$DIR/add-node.log")"
   id="$(redis-cli -h 127.0.0.1 -p "$new" cluster myid)"
   # reshard refuses to start until every node knows the new master and all agree on the configuration
-  for ((i = 0; i < 200; i++)); do
+  for ((i = 0; i < 300; i++)); do
     local known=0 p
     for p in "${ports[@]}"; do
       redis-cli -h 127.0.0.1 -p "$p" cluster nodes | grep -q "^$id .*master" && known=$((known + 1))
     done
-    ((known == ${#ports[@]})) && redis-cli --cluster check "$seed" >"$DIR/check.log" 2>&1 && break
+    # ...and every node, the new one included, says cluster_state:ok (a node that just joined says fail
+    # until it has learnt the slot map, and answers CLUSTERDOWN to the migration meanwhile).
+    ((known == ${#ports[@]})) && redis-cli --cluster check "$seed" >"$DIR/check.log" 2>&1 \
+      && _svc_cluster_ok "${ports[@]}" "$new" && break
     sleep 0.1
   done
-  ((i < 200)) || die "the cluster never agreed after add-node: $(grep -v OK "$DIR/check.log" | tail -n 3)"
+  ((i < 300)) || die "the cluster never agreed after add-node: $(grep -v OK "$DIR/check.log" | tail -n 3)"
   local errs0
   errs0="$(metric_sum aside_cache_errors_total a b)"
   event reshard_start

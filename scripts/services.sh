@@ -246,7 +246,9 @@ _svc_new_port() {
 }
 
 # Three masters, no replicas; `redis-cli --cluster create` assigns the slots. allkeys-lru as in every
-# deployment of the service.
+# deployment of the service. Node timeout: Redis' default 15 s. With no replicas a shorter one detects nothing
+# useful, and on a loaded 2-core machine a master busy migrating a slot for 2 s was voted FAIL and took the
+# whole cluster down mid-reshard (CLUSTERDOWN from the target; drill reshard, cold CI run of 9752cbe).
 redis_cluster_start() {
   local ports=() nodes=() p i
   for i in 1 2 3; do
@@ -255,7 +257,7 @@ redis_cluster_start() {
     ports+=("$p")
     nodes+=("127.0.0.1:$p")
     _svc_redis_node "cluster-$p" "$p" --cluster-enabled yes --cluster-config-file nodes.conf \
-      --cluster-node-timeout 2000 --maxmemory 64mb --maxmemory-policy allkeys-lru
+      --cluster-node-timeout 15000 --maxmemory 64mb --maxmemory-policy allkeys-lru
   done
   for p in "${ports[@]}"; do _svc_wait_ping "$p" || return 1; done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
