@@ -30,11 +30,6 @@ pub enum LogFormat {
     Text,
 }
 
-/// A hook the tests use to pause a cache fill between the database read and the write to the cache,
-/// which makes the slow-miss race deterministic. Never set in production.
-pub type FillHook =
-    std::sync::Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
-
 /// The validated configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -52,11 +47,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OTLP trace export (`OTEL_*`); None = tracing off.
     pub traces: Option<crate::traces::TraceConfig>,
-    /// Prefix of every cache key; tests give each app its own so ids restarting at 1 never collide.
-    #[doc(hidden)]
+    /// Prefix of every cache key (`CACHE_KEY_PREFIX`). Its version part is the cache's format version: a
+    /// release that changes what an entry holds moves it (aside:v2:), so no replica reads the old format.
     pub cache_prefix: String,
-    #[doc(hidden)]
-    pub fill_hook: Option<FillHook>,
 }
 
 impl std::fmt::Debug for Config {
@@ -69,6 +62,7 @@ impl std::fmt::Debug for Config {
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_enabled", &self.cache_enabled)
             .field("cache_timeout", &self.cache_timeout)
+            .field("cache_prefix", &self.cache_prefix)
             .field("bind_addr", &self.bind_addr)
             .field("metrics_bind_addr", &self.metrics_bind_addr)
             .field("api_token", &self.api_token.is_some())
@@ -82,6 +76,22 @@ impl std::fmt::Debug for Config {
 pub use crate::env::ConfigError;
 use crate::env::{bad, parse_num};
 
+/// The default `ENV_HELP` shows for `var`: each default is written there once, and parsed from there.
+fn default_of(var: &'static str) -> Result<&'static str, ConfigError> {
+    ENV_HELP
+        .iter()
+        .find(|(name, _, _)| *name == var)
+        .map(|(_, default, _)| *default)
+        .ok_or_else(|| bad(var, "has no default in ENV_HELP"))
+}
+
+/// The whole number in `var`, its `ENV_HELP` default when unset, refused outside `min..=max`.
+fn num(get: &impl Fn(&str) -> Option<String>, var: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let default = default_of(var)?;
+    let default = default.parse().map_err(|_| bad(var, format!("default `{default}` is not a whole number")))?;
+    parse_num(get, var, default, min, max)
+}
+
 /// The environment table printed by `aside --help` (name, default, meaning).
 pub const ENV_HELP: &[(&str, &str, &str)] = &[
     ("DATABASE_URL", "sqlite://aside.db?mode=rwc", "postgres://user:pw@host:5432/db in real deployments"),
@@ -90,6 +100,12 @@ pub const ENV_HELP: &[(&str, &str, &str)] = &[
     ("CACHE_TTL_SECONDS", "60", "TTL of every cache entry (>= 1)"),
     ("CACHE_ENABLED", "true", "false: every read goes to the database (X-Cache: BYPASS); writes still invalidate"),
     ("CACHE_TIMEOUT_MS", "100", "budget for one cache command before falling back to the database"),
+    (
+        "CACHE_KEY_PREFIX",
+        "aside:v1:",
+        "prefix of every cache key; move its version (aside:v2:) when a release changes the cached format, or give \
+         deployments sharing one Redis their own",
+    ),
     ("BIND_ADDR", "0.0.0.0:8080", "listen address"),
     ("METRICS_BIND_ADDR", "(unset: /metrics on BIND_ADDR)", "serve /metrics only on this address instead"),
     ("API_TOKEN", "(unset: writes open)", "bearer token required for POST/PUT/DELETE"),
@@ -136,7 +152,8 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |k: &str| vars.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
 
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://aside.db?mode=rwc".into());
+        let or_default = |k: &'static str| get(k).map_or_else(|| default_of(k).map(str::to_owned), Ok);
+        let database_url = or_default("DATABASE_URL")?;
         if !(database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
             || database_url.starts_with("sqlite:"))
@@ -166,17 +183,22 @@ impl Config {
             fred::types::config::Config::from_url(url).map_err(|e| bad("REDIS_URL", e.details().to_string()))?;
         }
 
-        let cache_ttl = Duration::from_secs(parse_num(&get, "CACHE_TTL_SECONDS", 60, 1, 86_400 * 30)?);
+        let cache_ttl = Duration::from_secs(num(&get, "CACHE_TTL_SECONDS", 1, 86_400 * 30)?);
         let cache_enabled = match get("CACHE_ENABLED").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("true" | "1" | "yes" | "on") => true,
             Some("false" | "0" | "no" | "off") => false,
             Some(other) => return Err(bad("CACHE_ENABLED", format!("`{other}` is not true or false"))),
         };
-        let cache_timeout = Duration::from_millis(parse_num(&get, "CACHE_TIMEOUT_MS", 100, 1, 10_000)?);
-        let bind_addr = get("BIND_ADDR")
-            .unwrap_or_else(|| "0.0.0.0:8080".into())
-            .parse()
-            .map_err(|_| bad("BIND_ADDR", "must be host:port, e.g. 0.0.0.0:8080"))?;
+        let cache_timeout = Duration::from_millis(num(&get, "CACHE_TIMEOUT_MS", 1, 10_000)?);
+        let cache_prefix = or_default("CACHE_KEY_PREFIX")?;
+        // Record keys carry a Redis Cluster hash tag ({rec:N}); braces in the prefix would become the tag.
+        if cache_prefix.len() > 64
+            || cache_prefix.chars().any(|c| c.is_whitespace() || c.is_control() || "{}".contains(c))
+        {
+            return Err(bad("CACHE_KEY_PREFIX", "must be at most 64 characters without whitespace or braces"));
+        }
+        let bind_addr =
+            or_default("BIND_ADDR")?.parse().map_err(|_| bad("BIND_ADDR", "must be host:port, e.g. 0.0.0.0:8080"))?;
         let metrics_bind_addr = match get("METRICS_BIND_ADDR") {
             None => None,
             Some(raw) => {
@@ -192,8 +214,8 @@ impl Config {
         if api_token.as_ref().is_some_and(|t| t.len() < 8 || t.chars().any(|c| c.is_whitespace())) {
             return Err(bad("API_TOKEN", "must be at least 8 characters without whitespace"));
         }
-        let shutdown_drain = Duration::from_secs(parse_num(&get, "SHUTDOWN_DRAIN_SECONDS", 5, 0, 300)?);
-        let max_body_bytes = parse_num(&get, "MAX_BODY_BYTES", 1_048_576, 64, 256 * 1_048_576)? as usize;
+        let shutdown_drain = Duration::from_secs(num(&get, "SHUTDOWN_DRAIN_SECONDS", 0, 300)?);
+        let max_body_bytes = num(&get, "MAX_BODY_BYTES", 64, 256 * 1_048_576)? as usize;
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("auto") => LogFormat::Auto,
             Some("json") => LogFormat::Json,
@@ -216,8 +238,7 @@ impl Config {
             max_body_bytes,
             log_format,
             traces,
-            cache_prefix: "aside:v1:".into(),
-            fill_hook: None,
+            cache_prefix,
         })
     }
 
@@ -246,6 +267,27 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert!(c.cache_enabled);
         assert_eq!(c.database_pooler, DatabasePooler::Auto);
+        assert_eq!(c.cache_prefix, "aside:v1:");
+        assert_eq!(c.shutdown_drain, Duration::from_secs(5));
+        assert_eq!(c.database_url, "sqlite://aside.db?mode=rwc");
+    }
+
+    #[test]
+    fn every_default_is_the_one_aside_help_prints() {
+        // The defaults come from ENV_HELP; each one must also be a value the variable accepts.
+        for (var, default, _) in ENV_HELP {
+            if default.starts_with('(') || var.starts_with("OTEL_") || *var == "RUST_LOG" {
+                continue; // "(unset: …)" is a description; OTEL_* and RUST_LOG are read elsewhere
+            }
+            let c = Config::from_vars(&vars(&[(var, default)])).unwrap_or_else(|e| panic!("{var}={default}: {e}"));
+            assert_eq!(format!("{c:?}"), format!("{:?}", Config::from_vars(&vars(&[])).expect("defaults")), "{var}");
+        }
+    }
+
+    #[test]
+    fn the_cache_key_prefix_is_configurable() {
+        let c = Config::from_vars(&vars(&[("CACHE_KEY_PREFIX", "shop-a:aside:v2:")])).expect("valid");
+        assert_eq!(c.cache_prefix, "shop-a:aside:v2:");
     }
 
     #[test]
@@ -276,6 +318,8 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("DATABASE_POOLER", "session"),
             ("API_TOKEN", "short"),
+            ("CACHE_KEY_PREFIX", "has space:"),
+            ("CACHE_KEY_PREFIX", "{tag}:"),
         ] {
             let err = Config::from_vars(&vars(&[(var, val)])).expect_err(var);
             assert_eq!(err.var, var, "{val}");

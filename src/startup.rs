@@ -82,9 +82,23 @@ Reads answer `X-Cache: HIT|MISS|BYPASS` and an `ETag`; every write invalidates w
 once a write has answered, no replica serves older data. Errors are RFC 9457 `application/problem+json`. \
 Writes need `Authorization: Bearer <token>` when the server has `API_TOKEN` set (use **Authorize**).";
 
+/// Hooks the tests install into a running app (`App::build_with`); production builds none.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Hooks {
+    /// Runs before every cache fill, with the entry's key (cache/mod.rs `fill`).
+    pub fill: Option<crate::cache::FillHook>,
+}
+
 impl App {
     /// Connects, migrates, builds routes and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with(config, Hooks::default()).await
+    }
+
+    /// `build` with test hooks: what makes a race deterministic in the tests, never configuration.
+    #[doc(hidden)]
+    pub async fn build_with(config: Config, hooks: Hooks) -> Result<Self, StartupError> {
         let metrics = Metrics::new().map_err(|e| StartupError::Metrics(e.to_string()))?;
         let traces = match &config.traces {
             None => None,
@@ -98,7 +112,7 @@ impl App {
             migration::run(&config).await?;
             db::connect(&config).await
         };
-        let (db, cache) = tokio::join!(database, Cache::new(&config, metrics.clone()));
+        let (db, cache) = tokio::join!(database, Cache::new(&config, metrics.clone(), hooks.fill));
         let (connected, cache) = (db?, cache.map_err(StartupError::Cache)?);
         let statements_name = connected.statements.name();
         tracing::info!(statements = statements_name, "database connected");

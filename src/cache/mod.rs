@@ -209,12 +209,17 @@ pub struct Cache {
     failing: AtomicBool,
     flights: Mutex<HashMap<(EntryKey, Token), Flight>>,
     followers: AtomicUsize,
-    fill_hook: Option<crate::config::FillHook>,
+    fill_hook: Option<FillHook>,
 }
+
+/// A hook the tests use to pause a cache fill between the database read and the write to the cache,
+/// which makes the slow-miss race deterministic. Not configuration: `App::build_with` takes it.
+pub type FillHook =
+    std::sync::Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 impl Cache {
     /// Connects to Redis (waiting at most a second) or builds the in-process store.
-    pub async fn new(config: &Config, metrics: Metrics) -> Result<Arc<Self>, String> {
+    pub async fn new(config: &Config, metrics: Metrics, fill_hook: Option<FillHook>) -> Result<Arc<Self>, String> {
         let backend = match &config.redis_url {
             Some(url) => Backend::Redis(redis::RedisStore::connect(url, config.cache_ttl, config.cache_timeout).await?),
             None => Backend::Memory(memory::MemoryStore::new(config.cache_ttl)),
@@ -229,7 +234,7 @@ impl Cache {
             failing: AtomicBool::new(false),
             flights: Mutex::default(),
             followers: AtomicUsize::new(0),
-            fill_hook: config.fill_hook.clone(),
+            fill_hook,
         });
         // Deliver pending invalidations soon after Redis returns, not only on this replica's next read,
         // so other replicas stop serving the old entry quickly too.
@@ -600,7 +605,7 @@ mod tests {
     fn record_keys_are_namespaced_and_share_a_hash_tag() {
         let cfg = crate::config::Config::from_vars(&Default::default()).expect("defaults");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let cache = rt.block_on(Cache::new(&cfg, Metrics::new().expect("metrics"))).expect("cache");
+        let cache = rt.block_on(Cache::new(&cfg, Metrics::new().expect("metrics"), None)).expect("cache");
         let (tok, body) = cache.keys(&EntryKey::Record(-42));
         assert_eq!(tok, format!("{}{{rec:-42}}:tok", cfg.cache_prefix));
         assert_eq!(body, format!("{}{{rec:-42}}:body", cfg.cache_prefix));
@@ -626,7 +631,8 @@ mod size_tests {
     #[tokio::test]
     async fn a_cache_read_future_stays_small() {
         let cfg = crate::config::Config::from_vars(&Default::default()).expect("defaults");
-        let cache = super::Cache::new(&cfg, crate::metrics::Metrics::new().expect("metrics")).await.expect("cache");
+        let cache =
+            super::Cache::new(&cfg, crate::metrics::Metrics::new().expect("metrics"), None).await.expect("cache");
         let read = cache.read(super::EntryKey::Record(1), || async { Ok(None) });
         assert!(std::mem::size_of_val(&read) <= 1024, "read future is {} bytes", std::mem::size_of_val(&read));
     }

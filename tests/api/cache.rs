@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     FillGate, OwnRedis, Proxy, TestApp, eventually, header, socket_of, spawn_app, spawn_app_with, spawn_embedded_app,
-    via_proxy, x_cache,
+    start_hooked, test_config, via_proxy, x_cache,
 };
 
 async fn body(r: reqwest::Response) -> Value {
@@ -168,7 +168,7 @@ pub(crate) async fn slow_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
     let (hook, gate) = FillGate::hook("}:body");
-    let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let a = start_hooked(test_config().await, Some(hook)).await;
     let b = a.peer().await;
     slow_miss_race(&a, gate, &b).await;
 }
@@ -176,9 +176,7 @@ async fn a_slow_miss_that_began_before_a_write_never_fills_the_cache_after_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slow_miss_race_is_also_safe_in_process() {
     let (hook, gate) = FillGate::hook("}:body");
-    let mut c = crate::helpers::embedded_config();
-    c.fill_hook = Some(hook);
-    let a = crate::helpers::start(c).await;
+    let a = start_hooked(crate::helpers::embedded_config(), Some(hook)).await;
     // One process is both the slow reader and the writer.
     slow_miss_race(&a, gate, &a).await;
 }
@@ -205,7 +203,7 @@ async fn slow_list_miss_race(a: &TestApp, gate: FillGate, writer: &TestApp, key:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_list_page_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
     let (hook, gate) = FillGate::hook("{list}:page:0:7");
-    let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let a = start_hooked(test_config().await, Some(hook)).await;
     let b = a.peer().await;
     slow_list_miss_race(&a, gate, &b, "race-page", "/data?limit=7").await;
 }
@@ -213,7 +211,7 @@ async fn a_slow_list_page_miss_that_began_before_a_write_never_fills_the_cache_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_key_lookup_miss_that_began_before_a_write_never_fills_the_cache_after_it() {
     let (hook, gate) = FillGate::hook("{list}:key:0:50:race-key");
-    let a = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let a = start_hooked(test_config().await, Some(hook)).await;
     let b = a.peer().await;
     slow_list_miss_race(&a, gate, &b, "race-key", "/data?key=race-key").await;
 }
@@ -225,9 +223,7 @@ async fn the_slow_list_and_key_lookup_miss_races_are_also_safe_in_process() {
         ("{list}:key:0:50:race-key", "race-key", "/data?key=race-key"),
     ] {
         let (hook, gate) = FillGate::hook(entry);
-        let mut c = crate::helpers::embedded_config();
-        c.fill_hook = Some(hook);
-        let a = crate::helpers::start(c).await;
+        let a = start_hooked(crate::helpers::embedded_config(), Some(hook)).await;
         slow_list_miss_race(&a, gate, &a, key, path).await;
     }
 }
@@ -236,7 +232,7 @@ async fn the_slow_list_and_key_lookup_miss_races_are_also_safe_in_process() {
 async fn concurrent_misses_on_one_key_cause_one_database_read() {
     // Arrange: the first miss parks before its fill until every other request has joined it.
     let (hook, gate) = FillGate::hook("}:body");
-    let app = spawn_app_with(|c| c.fill_hook = Some(hook)).await;
+    let app = start_hooked(test_config().await, Some(hook)).await;
     stampede(&app, gate).await;
 }
 

@@ -14,8 +14,9 @@ use std::{
 
 use aside::{
     cache::Cache,
-    config::{Config, FillHook},
-    startup::{App, StopHandle},
+    cache::FillHook,
+    config::Config,
+    startup::{App, Hooks, StopHandle},
 };
 use reqwest::{Client, Response, header::HeaderMap};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
@@ -138,8 +139,13 @@ pub async fn spawn_embedded_app() -> TestApp {
 
 /// Starts an app with exactly this configuration.
 pub async fn start(config: Config) -> TestApp {
+    start_hooked(config, None).await
+}
+
+/// Starts an app whose cache fills first run `fill_hook` (FillGate::hook).
+pub async fn start_hooked(config: Config, fill_hook: Option<FillHook>) -> TestApp {
     LazyLock::force(&TRACING);
-    let app = App::build(config.clone()).await.expect("app builds");
+    let app = App::build_with(config.clone(), Hooks { fill: fill_hook }).await.expect("app builds");
     let port = app.port();
     let metrics_port = app.metrics_port();
     let (cache, metrics, db) = (app.cache(), app.metrics(), app.db());
@@ -176,7 +182,6 @@ impl TestApp {
 
     pub async fn peer_with(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut c = self.config.clone();
-        c.fill_hook = None;
         tweak(&mut c);
         start(c).await
     }

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use crate::{
     cache::{cache_aside_flow, slow_miss_race, stampede},
     helpers::{
-        FillGate, SentinelSet, TestApp, cluster_ports, eventually, redis_cli, spawn_app_with, try_redis_cli, x_cache,
+        FillGate, SentinelSet, TestApp, cluster_ports, eventually, redis_cli, spawn_app_with, start_hooked,
+        test_config, try_redis_cli, x_cache,
     },
 };
 
@@ -45,11 +46,9 @@ async fn on(url: String) -> TestApp {
 /// An instance on `url` whose fills of record entries park at the returned gate.
 async fn on_gated(url: String) -> (TestApp, FillGate) {
     let (hook, gate) = FillGate::hook("}:body");
-    let app = spawn_app_with(|c| {
-        c.redis_url = Some(url);
-        c.fill_hook = Some(hook);
-    })
-    .await;
+    let mut c = test_config().await;
+    c.redis_url = Some(url);
+    let app = start_hooked(c, Some(hook)).await;
     (app, gate)
 }
 
