@@ -26,16 +26,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/node/e2e-lib.sh"
 help_exit "$@"
 [[ $# == 0 ]] || { usage >&2; die "unknown argument: $1"; }
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="${E2E_TOOLS_BIN:-$("$ROOT/scripts/cluster-tools.sh" --print-bin)}"
-export PATH="$BIN:$PATH" E2E_TOOLS_BIN="$BIN"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/aside-gitops-e2e.XXXXXX")"
-NODE_DIR="$WORK/node"
-RESULTS="$WORK/results"
-: >"$RESULTS"
-API=http://127.0.0.1:30080
+e2e_init gitops-e2e
 ARGOCD=127.0.0.1:30443
-NS=aside
 CLONE="$WORK/clone"
 STATE="$WORK/state/aside-deploy"
 T0=$SECONDS

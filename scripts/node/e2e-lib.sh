@@ -1,6 +1,20 @@
 # shellcheck shell=bash
-# Shared by the real-node e2e scripts (scripts/e2e-node.sh, scripts/e2e-gitops.sh): result lines, clocks, and
-# the bounded load through the NodePort. Needs ROOT, WORK, RESULTS, API and TOKEN set by the caller.
+# Shared by the real-node e2e scripts (scripts/e2e-node.sh, scripts/e2e-gitops.sh): their set-up, result lines,
+# clocks, and the bounded load through the NodePort (needs TOKEN set by the caller).
+
+# e2e_init NAME: the cluster tools on PATH, the run's scratch directory and the names every scenario uses.
+# shellcheck disable=SC2034 # ROOT, NODE_DIR, API and NS are the callers'
+e2e_init() {
+  ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  BIN="${E2E_TOOLS_BIN:-$("$ROOT/scripts/cluster-tools.sh" --print-bin)}"
+  export PATH="$BIN:$PATH" E2E_TOOLS_BIN="$BIN"
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/aside-$1.XXXXXX")"
+  NODE_DIR="$WORK/node"
+  RESULTS="$WORK/results"
+  : >"$RESULTS"
+  API=http://127.0.0.1:30080
+  NS=aside
+}
 
 pass() { printf 'PASS  %-36s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
 fail() { printf 'FAIL  %-36s %s\n' "$1" "$2" | tee -a "$RESULTS"; }
