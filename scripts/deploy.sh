@@ -14,7 +14,8 @@
 #   --existing-cluster
 #                 combine with any mode above: deploy into the cluster KUBECONFIG points at instead of k3d. No k3d,
 #                 no docker, no image build (the cluster pulls aside:$TAG; TAG unset = the image committed in k8s/),
-#                 and no Argo CD install when its CRDs are already served (Argo CD running in or beside it).
+#                 and no Argo CD install when Argo CD runs beside the cluster (its CRDs served, no argocd-server
+#                 in it); an install inside the cluster is re-applied (idempotent).
 #   --overlay DIR the kustomize directory to deploy instead of k8s/ (relative to the repository root), e.g.
 #                 overlays/airgap for a cluster that runs locally built images (scripts/node.sh); with --argocd
 #                 the Application follows that path, and DIR/argocd (a kustomize Component), when present, is
