@@ -244,8 +244,7 @@ serve_local_git() {
   url="http://$host:$GIT_PORT/$name"
   branch="${REVISION:-$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)}"
   [[ -d "$bare" ]] || git init -q --bare "$bare"
-  # The secret the hook signs with (configure_webhooks puts it into argocd-secret), made before the first push.
-  [[ -s "$STATE_DIR/webhook-secret" ]] || (umask 077 && openssl rand -hex 32 >"$STATE_DIR/webhook-secret")
+  webhook_secret >/dev/null # the hook signs with it from the first push on
   install -m 0755 "$ROOT/scripts/gitops/post-receive" "$bare/hooks/post-receive"
   git -C "$bare" config hooks.argocd.url "${ARGOCD_WEBHOOK_URL:-https://127.0.0.1:30443/api/webhook}"
   git -C "$bare" config hooks.argocd.weburl "$url"
@@ -281,13 +280,19 @@ serve_local_git() {
   fi
 }
 
+# webhook_secret: the file holding the secret the local hook signs with (made once, mode 0600); prints its path.
+webhook_secret() {
+  [[ -s "$STATE_DIR/webhook-secret" ]] || (umask 077 && openssl rand -hex 32 >"$STATE_DIR/webhook-secret")
+  echo "$STATE_DIR/webhook-secret"
+}
+
 # Webhook secrets in argocd-secret (never in Git). The local hook signs with the Gogs key; every other provider
 # gets a random secret unless one is set already (an unset secret makes Argo CD accept that provider's events
 # unsigned), so a fork's GitHub webhook secret set by hand is kept.
 configure_webhooks() {
   kubectl -n argocd get secret argocd-secret >/dev/null 2>&1 || return 0 # Argo CD beside the cluster: no server
-  local file="$STATE_DIR/webhook-secret" patch key have
-  [[ -s "$file" ]] || (umask 077 && openssl rand -hex 32 >"$file")
+  local file patch key have
+  file="$(webhook_secret)"
   # shellcheck disable=SC2016 # a Go template, not a shell expansion
   have="$(kubectl -n argocd get secret argocd-secret -o go-template='{{range $k, $v := .data}}{{if $v}}{{$k}} {{end}}{{end}}')"
   patch="$(umask 077 && mktemp)"

@@ -57,14 +57,6 @@ app() { kubectl -n argocd get application aside -o jsonpath="$1" 2>/dev/null; }
 cli() { argocd --config "$WORK/argocd.cfg" "$@"; }
 head_rev() { git -C "$CLONE" rev-parse HEAD; }
 synced_at() { [[ "$(app '{.status.sync.status} {.status.sync.revision}')" == "Synced $1" ]]; }
-# rolled: the Deployment's newest template is everywhere and available, nothing old or terminating left.
-rolled() {
-  local g gen obs want upd avail total
-  g="$(k get deployment aside -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.spec.replicas} {.status.updatedReplicas} {.status.availableReplicas} {.status.replicas}')"
-  read -r gen obs want upd avail total <<<"$g"
-  [[ "$gen" == "$obs" && "$upd" == "$want" && "$avail" == "$want" && "$total" == "$want" ]] \
-    && [[ "$(k get pods -l app.kubernetes.io/name=aside -o name | wc -l)" == "$want" ]]
-}
 # rollout_done: kubectl's definition of a finished rollout (every wanted pod new and available; old pods may
 # still be draining, out of the endpoints already): the new config is what every request meets.
 rollout_done() {
@@ -72,6 +64,10 @@ rollout_done() {
   g="$(k get deployment aside -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.spec.replicas} {.status.updatedReplicas} {.status.availableReplicas} {.status.replicas}')"
   read -r gen obs want upd avail total <<<"$g"
   [[ "$gen" == "$obs" && "$upd" == "$want" && "$avail" == "$want" && "$total" == "$want" ]]
+}
+# rolled: the rollout done and nothing old or terminating left.
+rolled() {
+  rollout_done && [[ "$(k get pods -l app.kubernetes.io/name=aside -o name | wc -l)" == "$(k get deployment aside -o jsonpath='{.spec.replicas}')" ]]
 }
 live_ttl() { [[ "$(k get configmap aside -o jsonpath='{.data.CACHE_TTL_SECONDS}')" == "$1" ]]; }
 # set_ttl N: the config change a user makes: the chart's value, k8s/ re-rendered (ConfigMap + its checksum
