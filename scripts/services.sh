@@ -232,10 +232,13 @@ _svc_wait_ping() {
 # yet), whose cluster bus port (+10000) clashes with none of ours either.
 _svc_taken=""
 _svc_new_port() {
-  local p i
-  for ((i = 0; i < 50; i++)); do
+  local p i ephemeral
+  # A cluster node also binds its bus port, port + 10000: keep that below the kernel's ephemeral range, where
+  # the drills' own client connections take ports (a bus port taken that way stopped a node from starting).
+  read -r ephemeral _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || ephemeral=32768
+  for ((i = 0; i < 200; i++)); do
     p="$(_svc_free_port)" || return 1
-    ((p + 10000 < 65536)) || continue
+    ((p + 10000 < ephemeral)) || continue
     if [[ " $_svc_taken " != *" $p "* && " $_svc_taken " != *" $((p + 10000)) "* && " $_svc_taken " != *" $((p - 10000)) "* ]]; then
       _svc_taken="$_svc_taken $p"
       echo "$p"
