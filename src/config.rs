@@ -164,11 +164,11 @@ impl Config {
             return Err(bad("DATABASE_URL", "has no host"));
         }
 
-        let database_pooler = match get("DATABASE_POOLER").as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("auto") => DatabasePooler::Auto,
-            Some("transaction") => DatabasePooler::Transaction,
-            Some("none") => DatabasePooler::None,
-            Some(other) => {
+        let database_pooler = match or_default("DATABASE_POOLER")?.to_ascii_lowercase().as_str() {
+            "auto" => DatabasePooler::Auto,
+            "transaction" => DatabasePooler::Transaction,
+            "none" => DatabasePooler::None,
+            other => {
                 return Err(bad("DATABASE_POOLER", format!("`{other}` is not auto, transaction or none")));
             }
         };
@@ -184,10 +184,10 @@ impl Config {
         }
 
         let cache_ttl = Duration::from_secs(num(&get, "CACHE_TTL_SECONDS", 1, 86_400 * 30)?);
-        let cache_enabled = match get("CACHE_ENABLED").as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("true" | "1" | "yes" | "on") => true,
-            Some("false" | "0" | "no" | "off") => false,
-            Some(other) => return Err(bad("CACHE_ENABLED", format!("`{other}` is not true or false"))),
+        let cache_enabled = match or_default("CACHE_ENABLED")?.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => return Err(bad("CACHE_ENABLED", format!("`{other}` is not true or false"))),
         };
         let cache_timeout = Duration::from_millis(num(&get, "CACHE_TIMEOUT_MS", 1, 10_000)?);
         let cache_prefix = or_default("CACHE_KEY_PREFIX")?;
@@ -216,11 +216,11 @@ impl Config {
         }
         let shutdown_drain = Duration::from_secs(num(&get, "SHUTDOWN_DRAIN_SECONDS", 0, 300)?);
         let max_body_bytes = num(&get, "MAX_BODY_BYTES", 64, 256 * 1_048_576)? as usize;
-        let log_format = match get("LOG_FORMAT").as_deref() {
-            None | Some("auto") => LogFormat::Auto,
-            Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => return Err(bad("LOG_FORMAT", format!("`{other}` is not auto, json or text"))),
+        let log_format = match or_default("LOG_FORMAT")?.as_str() {
+            "auto" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => return Err(bad("LOG_FORMAT", format!("`{other}` is not auto, json or text"))),
         };
         let traces = crate::traces::TraceConfig::from_vars(&get)?;
 

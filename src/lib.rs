@@ -14,7 +14,7 @@ pub mod cache;
 pub mod cli;
 /// Configuration from the environment, validated at start-up.
 pub mod config;
-/// SeaORM connection, the `records` entity and the five queries.
+/// The database wing: connection, the `records` entity, one executor and the five operations.
 pub mod db;
 /// `/openapi.json` and Swagger UI at `/docs`, with an example per error status.
 pub mod docs;
@@ -24,8 +24,6 @@ pub mod env;
 pub mod error;
 /// `/health` and `/ready`.
 pub mod health;
-/// The hot statements' own connections, and the check that keeps every connection usable after an outage.
-mod lanes;
 /// JSON log lines (request id from a task-local), batched to stdout.
 pub mod logging;
 /// OpenTelemetry meter, Prometheus exporter, `/metrics`.
@@ -34,8 +32,6 @@ pub mod metrics;
 pub mod migration;
 /// Request and response bodies, key and value rules.
 pub mod model;
-/// Statements with their values inlined, for a transaction-pooling PgBouncer.
-pub mod pooler;
 /// Builds the app (routes, middleware) and runs it with the graceful drain.
 pub mod startup;
 /// Request ids, the access log and the HTTP metrics middleware.

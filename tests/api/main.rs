@@ -3,6 +3,7 @@
 //! scripts/test.sh), or against the embedded configuration where the test says so.
 
 mod cache;
+mod connections;
 mod data;
 mod helpers;
 mod ops;
