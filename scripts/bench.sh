@@ -3,7 +3,7 @@
 #
 # Usage: scripts/bench.sh [-h]
 #
-# Starts a throwaway Postgres + Redis (scripts/services.sh), builds the release binary and the two
+# Starts a throwaway Postgres + Redis (scripts/services.sh), builds the dist binary (Cargo.toml profile.dist, as shipped) and the two
 # ceiling examples, seeds SEED records, and drives every target with wrk (1 thread, CONNS
 # connections, WARMUP s warm-up then DURATION s measured) on loopback, in ROUNDS interleaved
 # rounds (the order rotates each round); medians go into docs/benchmarks.md.
@@ -63,8 +63,8 @@ OUT_MD="${OUT_MD:-docs/benchmarks.md}"
 OUT_PLOT="${OUT_PLOT:-docs/benchmarks-latency.svg}"
 WRITE_DOCS="${WRITE_DOCS:-1}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release/aside"
-EXAMPLES="$TARGET_DIR/release/examples"
+BIN="$TARGET_DIR/dist/aside"
+EXAMPLES="$TARGET_DIR/dist/examples"
 OUT="$TARGET_DIR/bench"
 RESULTS="$OUT/results.jsonl"
 
@@ -320,11 +320,11 @@ main() {
   mkdir -p "$OUT/lua"
   : >"$RESULTS"
   if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release --bin aside --examples"
-    cargo build --release --bin aside --examples >&2
+    log "cargo build --profile dist --bin aside --examples"
+    cargo build --profile dist --bin aside --examples >&2
   fi
   [[ -x "$BIN" && -x "$EXAMPLES/ceiling_poem" && -x "$EXAMPLES/ceiling_fred" && -x "$EXAMPLES/ceiling_db" ]] ||
-    die "binaries missing under $TARGET_DIR/release"
+    die "binaries missing under $TARGET_DIR/dist"
   local s
   for s in hot uniform list post mixed seq; do
     cat scripts/bench/common.lua "scripts/bench/$s.lua" >"$OUT/lua/$s.lua"

@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/services.sh
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="$TARGET_DIR/release/aside"
+BIN="$TARGET_DIR/dist/aside"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 SCREENSHOT_DIR="${SCREENSHOT_DIR:-$TARGET_DIR/browser}"
 export CHROMIUM
@@ -56,8 +56,8 @@ main() {
     (cd tests/browser && npm ci --no-audit --no-fund >&2)
   fi
   if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release --bin aside"
-    cargo build --release --bin aside >&2
+    log "cargo build --profile dist --bin aside"
+    cargo build --profile dist --bin aside >&2
   fi
   [[ -x "$BIN" ]] || die "$BIN not built"
 

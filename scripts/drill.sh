@@ -52,7 +52,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/services.sh
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="$TARGET_DIR/release/aside"
+BIN="$TARGET_DIR/dist/aside"
 DRAIN="${DRAIN:-3}"
 SOAK_SECONDS="${SOAK_SECONDS:-600}"
 DRILL_DIR="${DRILL_DIR:-$TARGET_DIR/drill}"
@@ -556,8 +556,8 @@ main() {
   done
   ensure_tools
   if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release --bin aside"
-    cargo build --release --bin aside >&2
+    log "cargo build --profile dist --bin aside"
+    cargo build --profile dist --bin aside >&2
   fi
   [[ -x "$BIN" ]] || die "$BIN not built"
   trap cleanup EXIT

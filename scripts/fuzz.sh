@@ -31,7 +31,7 @@ source scripts/services.sh
 
 SCHEMATHESIS_VERSION="4.32.5"
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-BIN="$TARGET_DIR/release/aside"
+BIN="$TARGET_DIR/dist/aside"
 OUT="$TARGET_DIR/fuzz"
 FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-200}"
 FUZZ_MAX_TIME="${FUZZ_MAX_TIME:-180}"
@@ -73,8 +73,8 @@ main() {
   command -v curl >/dev/null || die "curl missing"
   ensure_schemathesis
   if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "cargo build --release --bin aside"
-    cargo build --release --bin aside >&2
+    log "cargo build --profile dist --bin aside"
+    cargo build --profile dist --bin aside >&2
   fi
   [[ -x "$BIN" ]] || die "$BIN not built"
   rm -rf "$OUT"

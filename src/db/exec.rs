@@ -8,7 +8,8 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, RuntimeErr, Statement,
-    sqlx::{self, AssertSqlSafe, PgPool, postgres::PgArguments},
+    error::ConnAcquireErr,
+    sqlx::{self, AssertSqlSafe, PgPool, Postgres, pool::PoolConnection, postgres::PgArguments},
 };
 use serde_json::Value;
 
@@ -78,6 +79,17 @@ fn query_err(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(e.into()))
 }
 
+/// A pooled connection. Acquired apart from the statement, so that a failure to get one is told apart
+/// from the statement's own (as SeaORM does): a refused connect (e.g. 55000, the database not accepting
+/// connections) is the database being unavailable (503), not an error of the statement (500).
+async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, DbErr> {
+    pool.acquire().await.map_err(|e| match e {
+        sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+        sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+        e => DbErr::Conn(RuntimeErr::SqlxError(e.into())),
+    })
+}
+
 // The boxed arms below: SeaORM's and the inlined path's futures are KiBs, and inline they would size
 // every statement's future (and the write task that carries it) to match. The lane arm stays inline.
 impl Engine {
@@ -94,7 +106,8 @@ impl Engine {
                 Ok(lanes.run(|c| Box::pin(q.fetch_optional(c))).await?.map(QueryResult::from))
             }
             (Engine::Direct { pool, .. }, Route::Pool) => {
-                let row = Box::pin(prepared(sql, args).fetch_optional(pool)).await.map_err(query_err)?;
+                let mut conn = Box::pin(acquire(pool)).await?;
+                let row = Box::pin(prepared(sql, args).fetch_optional(&mut *conn)).await.map_err(query_err)?;
                 Ok(row.map(QueryResult::from))
             }
             (Engine::Inline(_), _) => Ok(self.fetch_all(route, sql, args).await?.into_iter().next()),
@@ -110,11 +123,13 @@ impl Engine {
                 Ok(lanes.run(|c| Box::pin(q.fetch_all(c))).await?.into_iter().map(QueryResult::from).collect())
             }
             (Engine::Direct { pool, .. }, Route::Pool) => {
-                let rows = Box::pin(prepared(sql, args).fetch_all(pool)).await.map_err(query_err)?;
+                let mut conn = Box::pin(acquire(pool)).await?;
+                let rows = Box::pin(prepared(sql, args).fetch_all(&mut *conn)).await.map_err(query_err)?;
                 Ok(rows.into_iter().map(QueryResult::from).collect())
             }
             (Engine::Inline(pool), _) => {
-                Box::pin(pooler::query_all(pool, &statement(DbBackend::Postgres, sql, args))).await
+                let mut conn = Box::pin(acquire(pool)).await?;
+                Box::pin(pooler::query_all(&mut conn, &statement(DbBackend::Postgres, sql, args))).await
             }
             (Engine::Embedded(db), _) => Box::pin(db.query_all_raw(statement(DbBackend::Sqlite, sql, args))).await,
         }
@@ -128,10 +143,12 @@ impl Engine {
                 Ok(lanes.run(|c| Box::pin(q.execute(c))).await?.rows_affected())
             }
             (Engine::Direct { pool, .. }, Route::Pool) => {
-                Ok(Box::pin(prepared(sql, args).execute(pool)).await.map_err(query_err)?.rows_affected())
+                let mut conn = Box::pin(acquire(pool)).await?;
+                Ok(Box::pin(prepared(sql, args).execute(&mut *conn)).await.map_err(query_err)?.rows_affected())
             }
             (Engine::Inline(pool), _) => {
-                Box::pin(pooler::execute(pool, &statement(DbBackend::Postgres, sql, args))).await
+                let mut conn = Box::pin(acquire(pool)).await?;
+                Box::pin(pooler::execute(&mut conn, &statement(DbBackend::Postgres, sql, args))).await
             }
             (Engine::Embedded(db), _) => {
                 Ok(Box::pin(db.execute_raw(statement(DbBackend::Sqlite, sql, args))).await?.rows_affected())

@@ -19,16 +19,16 @@ use sea_orm::{
 };
 
 /// Runs a statement that returns rows.
-pub async fn query_all(pool: &PgPool, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+pub async fn query_all(conn: &mut sqlx::PgConnection, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
     let sql = inline(stmt)?;
-    let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(pool).await.map_err(query_err)?;
+    let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(conn).await.map_err(query_err)?;
     Ok(rows.into_iter().map(QueryResult::from).collect())
 }
 
 /// Runs a statement for its effect; the number of rows it touched.
-pub async fn execute(pool: &PgPool, stmt: &Statement) -> Result<u64, DbErr> {
+pub async fn execute(conn: &mut sqlx::PgConnection, stmt: &Statement) -> Result<u64, DbErr> {
     let sql = inline(stmt)?;
-    let done = sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await.map_err(query_err)?;
+    let done = sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map_err(query_err)?;
     Ok(done.rows_affected())
 }
 
