@@ -20,7 +20,14 @@
 #                 overlays/airgap for a cluster that runs locally built images (scripts/node.sh); with --argocd
 #                 the Application follows that path, and DIR/argocd (a kustomize Component), when present, is
 #                 added to the Argo CD install (overlays/airgap/argocd: the locally built Argo CD image)
-#   --helm        helm upgrade --install charts/aside (+ values-k3d.yaml), then `helm test` (POST -> GET MISS -> GET HIT)
+#   --env NAME    deploy the environment NAME (docs/delivery.md "Environments"): dev, prod, or prod-airgap (prod
+#                 on the air-gapped node). The same as --overlay overlays/NAME; with --helm, the values file
+#                 charts/aside/values-NAME.yaml instead of values-k3d.yaml. One environment per cluster (each uses
+#                 namespace aside and the same NodePorts). On k3d the image deploy.sh builds replaces the
+#                 environment's tag; with --existing-cluster the tag committed in overlays/NAME runs (promotion:
+#                 scripts/promote.sh dev prod)
+#   --helm        helm upgrade --install charts/aside (+ values-k3d.yaml; with --env NAME values-NAME.yaml instead),
+#                 then `helm test` (POST -> GET MISS -> GET HIT)
 #   --destroy     delete the k3d cluster and stop the git server started by --local-git (with --existing-cluster:
 #                 only stop the git server)
 #   -h, --help    this text
@@ -56,10 +63,13 @@ MODE="manifests"
 EXISTING=0
 CLEANUP=() # temporary kustomize directories inside the repository, removed however the run ends
 OVERLAY=k8s
+ENV_NAME="" # --env: overlays/$ENV_NAME, and charts/aside/values-$ENV_NAME.yaml for --helm
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 log() { echo "==> $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
+# image_desc TEXT: "aside:$TAG" when a tag is set, else TEXT (what runs instead).
+image_desc() { if [[ -n "${TAG:-}" ]]; then echo "aside:$TAG"; else echo "$1"; fi; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -74,6 +84,12 @@ while [[ $# -gt 0 ]]; do
       OVERLAY="${2%/}"
       shift
       ;;
+    --env)
+      [[ $# -ge 2 && "$2" =~ ^[a-z0-9-]+$ ]] || { usage >&2; die "--env needs an environment name (e.g. dev, prod)"; }
+      ENV_NAME="$2"
+      OVERLAY="overlays/$2"
+      shift
+      ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
@@ -85,9 +101,17 @@ need() {
 }
 
 check_prereqs() {
+  if [[ -n "$ENV_NAME" ]]; then
+    [[ "$OVERLAY" == "overlays/$ENV_NAME" ]] || die "give --env or --overlay, not both"
+    local envs=("$ROOT"/overlays/*/kustomization.yaml)
+    envs=("${envs[@]%/kustomization.yaml}")
+    [[ -f "$ROOT/$OVERLAY/kustomization.yaml" ]] || die "--env $ENV_NAME: no $OVERLAY/kustomization.yaml (have: ${envs[*]##*/})"
+    [[ "$MODE" != helm || -f "$ROOT/charts/aside/values-$ENV_NAME.yaml" ]] \
+      || die "--helm --env $ENV_NAME: no charts/aside/values-$ENV_NAME.yaml"
+  fi
   [[ "$OVERLAY" != /* && -f "$ROOT/$OVERLAY/kustomization.yaml" ]] \
     || die "--overlay $OVERLAY: no kustomization.yaml there (a directory relative to $ROOT)"
-  [[ "$MODE" == helm && "$OVERLAY" != k8s ]] && die "--overlay applies to the manifests and Argo CD modes, not --helm"
+  [[ "$MODE" == helm && "$OVERLAY" != k8s && -z "$ENV_NAME" ]] && die "--overlay applies to the manifests and Argo CD modes, not --helm (--env works with --helm)"
   if ((!EXISTING)); then
     need docker "https://docs.docker.com/engine/install/ (the engine, not only the CLI)"
     need k3d "curl -s https://raw.githubusercontent.com/k3d-io/k3d/main/install.sh | bash  (or: brew install k3d)"
@@ -162,7 +186,7 @@ image_tag() {
 
 build_and_import() {
   if ((EXISTING)); then
-    log "existing cluster: no image build; it runs ${TAG:+aside:$TAG}${TAG:-the image committed in k8s/}"
+    log "existing cluster: no image build; it runs $(image_desc "the image committed in $OVERLAY/")"
     return 0
   fi
   if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
@@ -189,7 +213,7 @@ ensure_tls() {
   local tmp
   tmp="$(mktemp -d)"
   openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=aside.localhost" \
-    -addext "subjectAltName=DNS:aside.localhost" -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+    -addext "subjectAltName=DNS:aside.localhost,DNS:*.aside.localhost" -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
   kubectl -n "$NAMESPACE" create secret tls aside-tls --cert="$tmp/tls.crt" --key="$tmp/tls.key" \
     --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   rm -rf "$tmp"
@@ -217,7 +241,7 @@ resources:
   - ../$OVERLAY
 YAML
   [[ -n "$TAG" ]] && printf 'images:\n  - name: aside\n    newTag: "%s"\n' "$TAG" >>"$overlay/kustomization.yaml"
-  log "applying $OVERLAY/ (image ${TAG:+aside:$TAG}${TAG:-as committed})"
+  log "applying $OVERLAY/ (image $(image_desc "as committed"))"
   kubectl apply -k "$overlay"
   rm -rf "$overlay"
   wait_stack
@@ -354,7 +378,7 @@ deploy_argocd() {
   fi
   configure_webhooks
   local repo="$REPO_URL" rev="${REVISION:-}"
-  log "Argo CD follows $repo at ${rev:-the targetRevision in argocd/application.yaml}, path $OVERLAY, image ${TAG:+aside:$TAG}${TAG:-as committed in k8s/}"
+  log "Argo CD follows $repo at ${rev:-the targetRevision in argocd/application.yaml}, path $OVERLAY, image $(image_desc "as committed in $OVERLAY/")"
   # Only the marked lines change: repoURL, targetRevision, the project's source repo; plus an image override
   # for the image built here (none when nothing was built: then Git decides the image, the GitOps way).
   local image_override=()
@@ -385,11 +409,12 @@ deploy_helm() {
     && [[ -z "$(kubectl -n "$NAMESPACE" get deployment aside -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}')" ]]; then
     die "namespace $NAMESPACE already holds aside from plain manifests or Argo CD; run $0 --destroy first"
   fi
-  local tag=()
+  local tag=() values="$ROOT/charts/aside/values-k3d.yaml"
   [[ -n "$TAG" ]] && tag=(--set image.tag="$TAG")
-  log "helm upgrade --install aside (image ${TAG:+aside:$TAG}${TAG:-the chart appVersion})"
+  [[ -n "$ENV_NAME" ]] && values="$ROOT/charts/aside/values-$ENV_NAME.yaml"
+  log "helm upgrade --install aside -f ${values#"$ROOT"/} (image $(image_desc "as in the values"))"
   helm upgrade --install aside "$ROOT/charts/aside" -n "$NAMESPACE" --create-namespace \
-    -f "$ROOT/charts/aside/values-k3d.yaml" "${tag[@]}" --wait --timeout "$TIMEOUT"
+    -f "$values" "${tag[@]}" --wait --timeout "$TIMEOUT"
   log "helm test aside"
   helm test aside -n "$NAMESPACE" --logs
 }
@@ -413,18 +438,20 @@ print_urls() {
   if ((EXISTING)); then
     cat <<TXT
 
-aside is up ($MODE, existing cluster, image ${TAG:+aside:$TAG}${TAG:-as committed}). NodePorts on the cluster's nodes:
+aside is up ($MODE, existing cluster, image $(image_desc "as committed")). NodePorts on the cluster's nodes:
 30080 API + Swagger UI (/docs), 30090 Prometheus, 30030 Grafana; or: kubectl -n $NAMESPACE port-forward svc/aside 8080:80
 TXT
     [[ -n "${REPO_URL:-}" ]] && echo "  Git source   $REPO_URL @ ${REVISION:-as committed}$(git -C "$ROOT" remote get-url argocd-local >/dev/null 2>&1 && echo ": git push argocd-local ${REVISION:-main} deploys")"
     return 0
   fi
+  local host # an environment names its own Ingress host (overlays/dev: dev.aside.localhost)
+  host="$(kubectl -n "$NAMESPACE" get ingress aside -o jsonpath='{.spec.rules[0].host}' 2>/dev/null || true)"
   cat <<TXT
 
-aside is up ($MODE, image aside:$TAG):
+aside is up ($MODE${ENV_NAME:+, environment $ENV_NAME}, image aside:$TAG):
   API          http://localhost:30080/data
   Swagger UI   http://localhost:30080/docs
-  Ingress TLS  https://aside.localhost:8443/docs   (self-signed: curl -k)
+  Ingress TLS  https://${host:-aside.localhost}:8443/docs   (self-signed: curl -k)
   Prometheus   http://localhost:30090/alerts
   Grafana      http://localhost:30030/d/aside   (admin password: kubectl -n $NAMESPACE get secret aside-grafana -o jsonpath='{.data.GF_SECURITY_ADMIN_PASSWORD}' | base64 -d)
   Write token  kubectl -n $NAMESPACE get secret aside -o jsonpath='{.data.API_TOKEN}' | base64 -d

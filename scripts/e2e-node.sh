@@ -13,6 +13,7 @@
 #   3 securityContext and limits read from the kernel       7 kills: an API container, Redis, Postgres
 #   4 two replicas migrating an empty database at once      8 database password rotated in Secret + Postgres
 #   9 NetworkPolicy: reported (the bridge CNI does not enforce policies)
+#  10 backup: 200 records in the CronJob's pg_dump, the database volume deleted, scripts/restore.sh: 0 lost, later ones 404
 # The node is torn down however the run ends.
 set -euo pipefail
 
@@ -429,6 +430,107 @@ if k exec aside-postgres-0 -c postgres -- bash -c 'exec 3<>/dev/tcp/aside-redis/
   echo "INFO  NetworkPolicy                         $policies policies applied but NOT enforced: the bridge CNI has no policy engine (postgres -> redis:6379 connected although no policy allows it)" | tee -a "$RESULTS"
 else
   echo "INFO  NetworkPolicy                         postgres -> redis:6379 refused" | tee -a "$RESULTS"
+fi
+
+# --- 10. backup -> the database volume lost -> restore -----------------------------------------------------------
+# 200 records written and read (so cached), the CronJob's Job run; then 5 more written and one of the 200 changed,
+# all read (cached too); then the Postgres volume deleted (an empty database comes up) and the dump restored with
+# the operator's own scripts/restore.sh: the 200 are back with their backed-up values, the 5 are 404, and no read
+# is served from what the cache held before the restore.
+records() { # CMD ARGS...: the drill's bulk requests through the NodePort (one process, not a curl per request)
+  python3 - "$API" "$TOKEN" "$@" <<'PY'
+import json, sys, time, urllib.error, urllib.request
+api, token, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def call(method, path, body=None):
+    for attempt in range(3):  # a connection refused while kube-proxy's endpoints settle; HTTP answers are final
+        req = urllib.request.Request(api + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers.get("X-Cache", ""), json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("X-Cache", ""), None
+        except OSError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+if cmd == "write":  # PREFIX N OUT: POST N records, GET each twice; OUT gets "id i" lines
+    prefix, n, out = args[0], int(args[1]), args[2]
+    created = hits = 0
+    with open(out, "w") as f:
+        for i in range(n):
+            st, _, body = call("POST", "/data", {"key": f"{prefix}{i}", "value": {"i": i}})
+            if st != 201:
+                continue
+            created += 1
+            call("GET", f"/data/{body['id']}")
+            hits += call("GET", f"/data/{body['id']}")[1] == "HIT"
+            f.write(f"{body['id']} {i}\n")
+    print(f"created={created} hit={hits}")
+elif cmd == "change":  # ID I: PUT value {"i": I}, GET it twice
+    st = call("PUT", f"/data/{args[0]}", {"value": {"i": int(args[1])}})[0]
+    call("GET", f"/data/{args[0]}")
+    print(st, call("GET", f"/data/{args[0]}")[1])
+elif cmd == "check":  # KEPT GONE: every KEPT id 200 with its value, every GONE id 404; X-Cache of the first reads
+    kept = [l.split() for l in open(args[0])]
+    gone = [l.split()[0] for l in open(args[1])]
+    lost = wrong = served = hits = 0
+    for i, v in kept:
+        st, xc, body = call("GET", f"/data/{i}")
+        hits += xc == "HIT"
+        if st != 200:
+            lost += 1
+        elif body["value"] != {"i": int(v)}:
+            wrong += 1
+    for i in gone:
+        st, xc, _ = call("GET", f"/data/{i}")
+        hits += xc == "HIT"
+        served += st != 404
+    print(f"kept={len(kept)} lost={lost} wrong={wrong} gone={len(gone)} served={served} hit={hits}")
+elif cmd == "reuse":  # GONE: a new record; if it got the id of a lost one, is its own value what a GET reads?
+    gone = {l.split()[0] for l in open(args[0])}
+    st, _, body = call("POST", "/data", {"key": f"after-restore-{time.time_ns()}", "value": {"new": True}})
+    got = call("GET", f"/data/{body['id']}")[2] if st == 201 else None
+    print(f"{st} {body['id'] if body else '-'} {'reused' if st == 201 and str(body['id']) in gone else 'fresh'} "
+          f"{'own' if got and got['value'] == {'new': True} else 'stale'}")
+PY
+}
+run_id="$(date +%s)"
+wrote="$(records write "backup:$run_id:" 200 "$WORK/kept.txt")"
+job_done() { k get job "$1" -o jsonpath='{.status.conditions[?(@.status=="True")].type}' | grep -qwE 'Complete|Failed'; }
+backup_job="aside-postgres-backup-e2e-$run_id"
+t_backup="$(now)"
+k create job --from=cronjob/aside-postgres-backup "$backup_job" >/dev/null
+wait_until 180 job_done "$backup_job" || true
+backup_s="$(since "$t_backup")"
+backup_log="$(k logs "job/$backup_job" 2>&1 || true)"
+read -r dump dump_bytes < <(awk '$1 == "dump:" && $3 ~ /^[0-9]+$/ { print $2, $3 }' <<<"$backup_log") || true
+after="$(records write "after-backup:$run_id:" 5 "$WORK/gone.txt")"
+changed="$(records change "$(head -n1 "$WORK/kept.txt" | cut -d' ' -f1)" -1)"
+# The volume lost: the StatefulSet at 0, its PVC deleted (retention Retain keeps it otherwise), back at 1 on a new
+# empty volume, where the entrypoint creates an empty database.
+pv_old="$(k get pvc data-aside-postgres-0 -o jsonpath='{.spec.volumeName}')"
+k scale statefulset aside-postgres --replicas=0 >/dev/null
+pg_pod_gone() { ! k get pod aside-postgres-0 >/dev/null 2>&1; }
+wait_until 120 pg_pod_gone || die "aside-postgres-0 did not stop"
+k delete pvc data-aside-postgres-0 --wait=true --timeout=60s >/dev/null
+k scale statefulset aside-postgres --replicas=1 >/dev/null
+pg_up() { [[ "$(k get pod aside-postgres-0 -o jsonpath='{.status.containerStatuses[0].ready}' 2>/dev/null)" == true ]]; }
+wait_until 120 pg_up || die "Postgres did not come back on a new volume: $(k get pod,pvc)"
+pv_new="$(k get pvc data-aside-postgres-0 -o jsonpath='{.spec.volumeName}')"
+tables_left="$(pg "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")"
+t_restore="$(now)"
+restored="$(TIMEOUT=180 "$ROOT/scripts/restore.sh" --from "${dump:-none}" 2>"$WORK/restore.log")" || true
+restore_s="$(since "$t_restore")"
+checked="$(records check "$WORK/kept.txt" "$WORK/gone.txt")"
+reuse="$(records reuse "$WORK/gone.txt")"
+echo "backup drill: wrote $wrote; backup $(tr '\n' ' ' <<<"$backup_log"); after the backup $after, changed $changed; PV $pv_old -> $pv_new, $tables_left tables; $restored; $checked; new record: $reuse" >"$WORK/backup-drill.txt"
+if [[ "$wrote" == "created=200 hit=200" && -n "${dump:-}" && "$after" == "created=5 hit=5" && "$changed" == "200 HIT" \
+  && "$pv_new" != "$pv_old" && "$tables_left" == 0 && "$restored" == restored* \
+  && "$checked" == "kept=200 lost=0 wrong=0 gone=5 served=0 hit=0" && "$reuse" == 201*" own" ]]; then
+  pass "backup -> volume lost -> restore" "200 records (read back as HITs) in a pg_dump of $dump_bytes bytes (Job $backup_s s); 5 written + 1 changed after it, cached; PVC deleted -> empty database; restore.sh $restore_s s (${restored#*: }): 200 back, 0 lost, 0 wrong (the changed one at its backed-up value), the 5 later ones 404, 0 of the first 205 reads a HIT; a new record ($(cut -d' ' -f3 <<<"$reuse") id) reads its own value"
+else
+  fail "backup -> volume lost -> restore" "$(cat "$WORK/backup-drill.txt"); restore.sh: $(tail -n 5 "$WORK/restore.log" | tr '\n' ' ')"
 fi
 
 if [[ -z "$(foreign_ips)" ]]; then

@@ -12,8 +12,10 @@
 # Images:
 #   local/debian:bookworm      debootstrap --variant=minbase, the machine's own Debian mirror and sources
 #   local/distroless-cc:nonroot  images/distroless-cc: glibc/libgcc/libssl/CA certs from Debian, uid 65532
-#   aside:0.1.0 (+ --tag)      the project's Dockerfile, runtime stage, BIN_STAGE=prebuilt: the host's release
-#                              binary (target/release/aside; built with cargo if missing), RUNTIME_BASE above
+#   aside:0.1.0 (+ --tag)      the project's Dockerfile, runtime stage, BIN_STAGE=prebuilt: the host's dist
+#                              binary (target/dist/aside; built with cargo if missing), RUNTIME_BASE above;
+#                              labelled with HEAD and its commit time, then its SBOMs written to target/sbom/
+#                              (scripts/supply-chain.sh --sbom)
 #   local/postgres:15-bookworm, local/redis:7.0-bookworm   images/{postgres,redis}: Debian's packages
 #   local/prometheus, local/coredns, local/local-path-provisioner   binaries from scripts/cluster-tools.sh
 #   local/pause:1              images/pause/pause.c, static: the pod sandbox image containerd is told to use
@@ -142,23 +144,26 @@ build "local/argocd:$ARGOCD_VERSION" "$WORK/ctx-argocd"
 
 # 4. aside, from the project's Dockerfile: its runtime stage on the stand-in base, the binary built on the host.
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [[ ! -x "$TARGET_DIR/release/aside" ]]; then
-  log "cargo build --release --bin aside"
-  (cd "$ROOT" && cargo build --release --bin aside >&2)
+if [[ ! -x "$TARGET_DIR/dist/aside" ]]; then
+  log "cargo build --profile dist --bin aside"
+  (cd "$ROOT" && cargo build --profile dist --bin aside >&2)
 fi
 # The context is a copy of what the Dockerfile may COPY (.dockerignore would keep target/ out anyway).
 mkdir -p "$WORK/ctx-aside/prebuilt"
 cp "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$WORK/ctx-aside/"
-cp "$TARGET_DIR/release/aside" "$WORK/ctx-aside/prebuilt/aside"
+cp "$TARGET_DIR/dist/aside" "$WORK/ctx-aside/prebuilt/aside"
 image="aside:$ASIDE_VERSION"
 before="$("$DOCKER" image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
 tags=(-t "$image")
 for t in "${TAGS[@]}"; do tags+=(-t "aside:$t"); done
 DOCKER_BUILDKIT=1 "$DOCKER" build -q "${tags[@]}" --build-arg BIN_STAGE=prebuilt \
   --build-arg RUNTIME_BASE=local/distroless-cc:nonroot --build-arg VERSION="$ASIDE_VERSION" \
-  --build-arg VCS_REF="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" "$WORK/ctx-aside" >"$WORK/build.log" 2>&1 \
+  --build-arg VCS_REF="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --build-arg CREATED="$(git -C "$ROOT" log -1 --format=%cI HEAD 2>/dev/null || echo unknown)" "$WORK/ctx-aside" >"$WORK/build.log" 2>&1 \
   || { cat "$WORK/build.log" >&2; die "docker build of $image (the project's Dockerfile) failed"; }
 [[ "$before" == "$("$DOCKER" image inspect -f '{{.Id}}' "$image")" ]] && HOW[$image]=cached || HOW[$image]=built
+# Its revision label checked against HEAD, and its SBOMs (binary, image) written to target/sbom/ and checked.
+DOCKER="$DOCKER" "$ROOT/scripts/supply-chain.sh" --sbom "$image" >&2
 
 for image in "${IMAGES[@]}"; do
   printf '%-45s %7.1f MB  %s\n' "$image" "$(echo "$("$DOCKER" image inspect -f '{{.Size}}' "$image") / 1000000" | bc -l)" "${HOW[$image]}"

@@ -68,14 +68,15 @@ helm_q() { helm "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 SHELL_FILES=(scripts/deploy.sh scripts/validate.sh scripts/validate/tools.sh scripts/validate/realscrape.sh scripts/validate/deploy_dryrun.sh
   scripts/validate/planted.sh scripts/e2e-cluster.sh scripts/cluster-tools.sh scripts/otelcol.sh scripts/bench/callgrind.sh scripts/trace-demo.sh
   scripts/bench.sh scripts/bench/ab.sh scripts/images.sh scripts/node.sh scripts/e2e-node.sh images/postgres/docker-entrypoint.sh
-  images/distroless-cc/assemble.sh scripts/e2e-gitops.sh scripts/node/e2e-lib.sh scripts/lib.sh)
+  images/distroless-cc/assemble.sh scripts/e2e-gitops.sh scripts/node/e2e-lib.sh scripts/lib.sh scripts/supply-chain.sh scripts/promote.sh
+  scripts/restore.sh ops/backup/pg-backup.sh)
 check_shellcheck() {
   shellcheck -x "${SHELL_FILES[@]}"
   echo "shellcheck: ${#SHELL_FILES[@]} scripts, 0 findings"
 }
 
 check_yamllint() {
-  local files=(k8s overlays ops argocd scripts/node/coredns.yaml docker-compose.yml .github/workflows charts/aside/Chart.yaml charts/aside/values.yaml charts/aside/values-k3d.yaml)
+  local files=(k8s overlays ops argocd scripts/node/coredns.yaml docker-compose.yml .github/workflows charts/aside/Chart.yaml charts/aside/values*.yaml)
   yamllint --strict -c scripts/validate/yamllint.yml "${files[@]}"
   echo "yamllint: $(find "${files[@]}" -name '*.y*ml' | wc -l) files, 0 findings (chart templates excluded: Go templates)"
 }
@@ -86,6 +87,11 @@ check_hadolint() {
   echo "hadolint: ${#files[@]} Dockerfiles (the project's, the air-gapped images'), 0 findings"
 }
 
+# The environments (docs/delivery.md "Environments"): overlays/<env> and charts/aside/values-<env>.yaml each;
+# prod-airgap is prod's overlay for the air-gapped node (no values file: it only swaps images).
+ENVS=(dev prod)
+ENV_OVERLAYS=(dev prod prod-airgap)
+
 TOGGLES_OFF=(--set postgres.enabled=false --set secrets.externalDatabaseUrl=postgres://db.example/aside
   --set redis.enabled=false --set prometheus.enabled=false --set grafana.enabled=false --set hpa.enabled=false
   --set pdb.enabled=false --set networkPolicies.enabled=false --set ingress.enabled=false --set service.type=ClusterIP)
@@ -93,18 +99,34 @@ check_helm_lint() {
   helm_q lint --strict charts/aside
   helm_q lint --strict charts/aside -f charts/aside/values-k3d.yaml
   helm_q lint --strict charts/aside "${TOGGLES_OFF[@]}"
-  echo "helm lint --strict: 3 value sets (default, values-k3d, all toggles off), 0 findings"
+  local e
+  for e in "${ENVS[@]}"; do helm_q lint --strict charts/aside -f "charts/aside/values-$e.yaml"; done
+  echo "helm lint --strict: $((3 + ${#ENVS[@]})) value sets (default, values-k3d, all toggles off, ${ENVS[*]/%/ env}), 0 findings"
 }
 
 check_drift() {
   "$PY" scripts/validate/render_k8s.py --check --helm "$(command -v helm)"
 }
 
-# Strict schema (every K8S_VERSIONS) + cross-references on k8s/ and on four chart renders: default (with the
-# helm test hook), values-k3d, every toggle off, external Postgres/Redis.
+# Each environment's overlay == the chart with its values file; config changes roll pods; prod runs what dev ran.
+check_environments() {
+  "$PY" scripts/validate/environments.py --helm "$(command -v helm)" --kubectl "$(command -v kubectl)"
+}
+
+# Strict schema (every K8S_VERSIONS) + cross-references on k8s/, the overlays and on the chart renders: default
+# (with the helm test hook), values-k3d, every toggle off, external Postgres/Redis, each environment's values.
 check_manifests() {
   kubectl kustomize k8s >"$WORK/k8s.yaml"
   kubectl kustomize overlays/airgap >"$WORK/airgap.yaml"
+  local e renders=(k8s airgap chart-default chart-k3d chart-off chart-external)
+  for e in "${ENV_OVERLAYS[@]}"; do
+    kubectl kustomize "overlays/$e" >"$WORK/env-$e.yaml"
+    renders+=("env-$e")
+  done
+  for e in "${ENVS[@]}"; do
+    helm_q template aside charts/aside -n aside -f "charts/aside/values-$e.yaml" >"$WORK/chart-$e.yaml"
+    renders+=("chart-$e")
+  done
   helm_q template aside charts/aside -n aside >"$WORK/chart-default.yaml"
   helm_q template aside charts/aside -n aside -f charts/aside/values-k3d.yaml >"$WORK/chart-k3d.yaml"
   helm_q template aside charts/aside -n aside "${TOGGLES_OFF[@]}" >"$WORK/chart-off.yaml"
@@ -114,18 +136,27 @@ check_manifests() {
     >"$WORK/chart-external.yaml"
   local rc=0 v r n=0
   for v in $K8S_VERSIONS; do
-    for r in k8s airgap chart-default chart-k3d chart-off chart-external; do
+    for r in "${renders[@]}"; do
       "$PY" scripts/validate/checks.py k8s "$WORK/$r.yaml" --label "$r@$v" --version "$v" || rc=1
       n=$((n + $(grep -c '^kind:' "$WORK/$r.yaml")))
     done
   done
-  echo "manifests: k8s/ + overlays/airgap + 4 chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  echo "manifests: k8s/ + overlays/{airgap,$(IFS=,; echo "${ENV_OVERLAYS[*]}")} + $((4 + ${#ENVS[@]})) chart renders x k8s $K8S_VERSIONS = $n objects (strict schema + cross-references), $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
   return $rc
 }
 
+# k8s/ and each environment on the one node shape (prod-airgap: prod's resources, the node's own images).
 check_budget() {
+  local rc=0 e
   kubectl kustomize k8s >"$WORK/k8s-budget.yaml"
-  "$PY" scripts/validate/checks.py budget "$WORK/k8s-budget.yaml"
+  "$PY" scripts/validate/checks.py budget "$WORK/k8s-budget.yaml" || rc=1
+  for e in "${ENVS[@]}"; do
+    echo "== overlays/$e"
+    kubectl kustomize "overlays/$e" >"$WORK/env-$e-budget.yaml"
+    "$PY" scripts/validate/checks.py budget "$WORK/env-$e-budget.yaml" || rc=1
+  done
+  echo "budget: k8s/ + overlays/{$(IFS=,; echo "${ENVS[*]}")} on the node of ops/budget.yaml, $([[ $rc -eq 0 ]] && echo 0 || echo some) findings"
+  return $rc
 }
 
 # Argo CD: Application and AppProject vs the CRD schemas of the pinned release (strict) + cross-checks; the
@@ -136,6 +167,13 @@ check_argocd() {
   tools_argocd
   kubectl kustomize k8s >"$WORK/k8s-argo.yaml"
   "$PY" scripts/validate/checks.py argocd "$WORK/k8s-argo.yaml" "$ARGOCD_DIR/manifests/crds"
+  # deploy.sh --argocd --env E points the same Application at overlays/E: its project must allow that render too.
+  local e
+  for e in "${ENV_OVERLAYS[@]}"; do
+    echo "== Application at overlays/$e"
+    kubectl kustomize "overlays/$e" >"$WORK/env-$e-argo.yaml"
+    "$PY" scripts/validate/checks.py argocd "$WORK/env-$e-argo.yaml" "$ARGOCD_DIR/manifests/crds"
+  done
   local d="$WORK/argocd-install"
   mkdir -p "$d"
   cp argocd/install/*.yaml "$d/"
@@ -153,15 +191,15 @@ yaml.safe_dump(k, open(f"{d}/kustomization.yaml", "w"))
 PY
   kubectl kustomize "$d" >"$WORK/argocd-install.yaml"
   "$PY" scripts/validate/checks.py argocd-install "$WORK/argocd-install.yaml"
-  # The air-gapped cluster's install (what deploy.sh --overlay overlays/airgap renders): every running container
-  # on a locally built image, never pulled.
-  local a="$WORK/argocd-install-airgap"
-  mkdir -p "$a"
-  cp "$d"/*.yaml "$a/"
-  printf 'components:
-  - %s/overlays/airgap/argocd
-' "$(realpath --relative-to="$a" "$PWD")" >>"$a/kustomization.yaml"
-  kubectl kustomize --load-restrictor LoadRestrictionsNone "$a" | "$PY" -c '
+  # The air-gapped cluster's install (what deploy.sh --overlay overlays/airgap renders; overlays/prod-airgap the
+  # same): every running container on a locally built image, never pulled.
+  local a comp
+  for comp in overlays/*/argocd; do
+    a="$WORK/argocd-install-${comp//\//-}"
+    mkdir -p "$a"
+    cp "$d"/*.yaml "$a/"
+    printf 'components:\n  - %s/%s\n' "$(realpath --relative-to="$a" "$PWD")" "$comp" >>"$a/kustomization.yaml"
+    kubectl kustomize --load-restrictor LoadRestrictionsNone "$a" | "$PY" -c '
 import sys, yaml
 bad = []
 for o in yaml.safe_load_all(sys.stdin):
@@ -172,9 +210,10 @@ for o in yaml.safe_load_all(sys.stdin):
         if not c["image"].startswith("local/") or c.get("imagePullPolicy") != "IfNotPresent":
             bad.append("%s/%s: %s pull %s" % (o["metadata"]["name"], c["name"], c["image"], c.get("imagePullPolicy")))
 if bad:
-    sys.exit("FINDING argocd: overlays/airgap/argocd leaves containers on pulled images: " + "; ".join(bad))
-'
-  echo "argocd: Application + AppProject (CRD schemas of Argo CD $ARGOCD_VERSION, strict) + install overlay on its install.yaml (and with overlays/airgap/argocd: every container local, IfNotPresent): 0 findings"
+    sys.exit("FINDING argocd: %s leaves containers on pulled images: " % sys.argv[1] + "; ".join(bad))
+' "$comp"
+  done
+  echo "argocd: Application + AppProject (CRD schemas of Argo CD $ARGOCD_VERSION, strict) + install overlay on its install.yaml (and with $(echo overlays/*/argocd): every container local, IfNotPresent); the Application at k8s/ and overlays/{$(IFS=,; echo "${ENV_OVERLAYS[*]}")}: 0 findings"
 }
 
 check_typecheck() {
@@ -222,12 +261,12 @@ check_deploy_help() {
   scripts/deploy.sh --help >"$WORK/deploy-help.txt"
   local mode missing=0
   grep -q -- "^  (no mode)" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document the default mode"; missing=1; }
-  for mode in --argocd --helm --local-git --destroy --help; do
+  for mode in --argocd --helm --local-git --destroy --env --help; do
     # Each mode must head its own line of the usage text, not merely be mentioned.
     grep -qE -- "^  ([^ ]+, )?$mode( |$)" "$WORK/deploy-help.txt" || { echo "FINDING deploy-help: --help does not document $mode"; missing=1; }
   done
   [[ $missing -eq 0 ]]
-  echo "deploy.sh --help: documents default, --argocd, --helm, --local-git, --destroy, --help"
+  echo "deploy.sh --help: documents default, --argocd, --helm, --local-git, --destroy, --env, --help"
 }
 
 # deploy.sh in every mode against stub docker/k3d/kubectl/helm: control flow, idempotency, what it applies.
@@ -244,6 +283,7 @@ run yamllint check_yamllint
 run hadolint check_hadolint
 run helm-lint check_helm_lint
 run drift check_drift
+run environments check_environments
 run manifests check_manifests
 run budget check_budget
 run argocd check_argocd

@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 # Secrets created at deploy time by scripts/deploy.sh, never committed (referenced by the Ingress).
 DEPLOY_TIME_SECRETS = {"aside-tls"}
 CONTRACT_METRICS = {
@@ -79,16 +79,22 @@ def parse_qty(q):
     return float(m.group(1)) * units.get(m.group(2), 1)
 
 
-def pod_spec(o):
+def pod_template(o):
+    """The pod template of a workload (a CronJob's is inside its jobTemplate); a Pod is its own."""
     if o["kind"] == "Pod":
-        return o.get("spec") or {}
-    return ((o.get("spec") or {}).get("template") or {}).get("spec") or {}
+        return o
+    spec = o.get("spec") or {}
+    if o["kind"] == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return spec.get("template") or {}
+
+
+def pod_spec(o):
+    return pod_template(o).get("spec") or {}
 
 
 def pod_labels(o):
-    if o["kind"] == "Pod":
-        return (o.get("metadata") or {}).get("labels") or {}
-    return (((o.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+    return (pod_template(o).get("metadata") or {}).get("labels") or {}
 
 
 def all_containers(spec):
@@ -280,6 +286,15 @@ def crossref(objs, rep):
                 n = v["secret"]["secretName"]
                 if n not in secrets and n not in DEPLOY_TIME_SECRETS and not v["secret"].get("optional"):
                     rep.add(f"{kn(w)}: volume {v['name']} references missing Secret {n}")
+            if "persistentVolumeClaim" in v and v["persistentVolumeClaim"]["claimName"] not in by.get("PersistentVolumeClaim", {}):
+                rep.add(f"{kn(w)}: volume {v['name']} references missing PersistentVolumeClaim {v['persistentVolumeClaim']['claimName']}")
+        if w["kind"] == "CronJob":
+            # Allow (the default) starts a run while the last one still works on the same data; a run with no
+            # deadline that hangs holds off every later one under Forbid.
+            if w["spec"].get("concurrencyPolicy") not in ("Forbid", "Replace"):
+                rep.add(f"{kn(w)}: concurrencyPolicy {w['spec'].get('concurrencyPolicy', 'Allow')}: runs may overlap")
+            if not ((w["spec"].get("jobTemplate") or {}).get("spec") or {}).get("activeDeadlineSeconds"):
+                rep.add(f"{kn(w)}: jobTemplate has no activeDeadlineSeconds: a hung run is never stopped")
         ports = container_ports(w)
         for role, c in all_containers(spec):
             where = f"{kn(w)} container {c['name']}"
@@ -378,6 +393,10 @@ def crossref(objs, rep):
             rep.add(f"{kn(h)}: target {kn(tgt)} sets spec.replicas: Argo CD and the HPA would fight over it")
         if h["spec"].get("minReplicas", 1) < 2:
             rep.add(f"{kn(h)}: minReplicas < 2")
+        # No schema states it (the API server's validation does): an environment's bounds are set apart.
+        if h["spec"].get("minReplicas", 1) > h["spec"]["maxReplicas"]:
+            rep.add(f"{kn(h)}: minReplicas {h['spec']['minReplicas']} > maxReplicas {h['spec']['maxReplicas']} "
+                    "(the API server refuses it)")
     for p in by.get("PodDisruptionBudget", {}).values():
         sel = p["spec"].get("selector", {}).get("matchLabels")
         if not any(matches(sel, pod_labels(w)) for w in workloads):
@@ -476,9 +495,13 @@ def check_budget(path):
         return pod_res(spec) | {"limits": pod_res(spec, "limits")}
 
     rows, disk = [], 0.0
-    for w in (o for o in objs if o["kind"] in ("Deployment", "StatefulSet")):
+    for w in (o for o in objs if o["kind"] in ("Deployment", "StatefulSet", "CronJob")):
         name, spec = w["metadata"]["name"], w["spec"]
-        if name in hpas:
+        if w["kind"] == "CronJob":
+            # One run at a time (the k8s check wants Forbid or Replace), and it may start at the worst moment.
+            n = n_max = 1
+            note = "1 run at a time"
+        elif name in hpas:
             surge = int(str(((spec.get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge", 1)).rstrip("%"))
             n = hpas[name]["spec"]["minReplicas"] + surge
             n_max = hpas[name]["spec"]["maxReplicas"] + surge
@@ -498,6 +521,8 @@ def check_budget(path):
                     disk += parse_qty(sl) * n_max
         for t in spec.get("volumeClaimTemplates") or []:
             disk += parse_qty(t["spec"]["resources"]["requests"]["storage"]) * spec.get("replicas", 1)
+    for pvc in by.get("PersistentVolumeClaim", {}).values():  # claims of their own (the backups')
+        disk += parse_qty(pvc["spec"]["resources"]["requests"]["storage"])
     argo = []
     for p in load_yaml_docs(os.path.join(ROOT, "argocd", "install", "resources-patch.yaml")):
         if p["spec"].get("replicas", 1) == 0:

@@ -91,7 +91,7 @@ stub helm '
 case "$1" in
   upgrade)
     vals=(); prev=""; for a in "$@"; do [[ "$prev" == "-f" || "$prev" == "--set" ]] && vals+=("$prev" "$a"); prev="$a"; done
-    "$REAL_HELM" template aside "$STUB_ROOT/charts/aside" "${vals[@]}" 2>/dev/null | grep -q "image: aside:$EXPECT_TAG" ;;
+    "$REAL_HELM" template aside "$STUB_ROOT/charts/aside" "${vals[@]}" 2>/dev/null | grep "image: aside:$EXPECT_TAG" >/dev/null ;; # not -q: an early exit would SIGPIPE helm
   test) exit 0 ;;
   *) echo "helm stub: unexpected $*" >&2; exit 1 ;;
 esac'
@@ -117,6 +117,13 @@ mode_run default2
 [[ "$(grep -c 'create secret tls' "$STUB_CALLS")" == 1 ]] || { echo "FINDING deploy-dryrun: TLS Secret regenerated on re-run"; failures=$((failures + 1)); }
 grep -q "^k3d image import aside:$TAG -c aside" "$STUB_CALLS" || { echo "FINDING deploy-dryrun: image aside:$TAG not imported"; failures=$((failures + 1)); }
 mode_run helm --helm
+# --env: the environment's overlay is what gets applied (its ConfigMap, not k8s/'s), and --helm takes its values file.
+mode_run env-prod --env prod
+[[ "$(grep CACHE_TTL_SECONDS "$STUB_STATE/applied.yaml")" == "$("$REAL_KUBECTL" kustomize "$ROOT/overlays/prod" | grep CACHE_TTL_SECONDS)" ]] \
+  || { echo "FINDING deploy-dryrun: --env prod did not apply overlays/prod"; failures=$((failures + 1)); }
+mode_run env-helm --helm --env dev
+grep -q -- "^helm upgrade .* -f $ROOT/charts/aside/values-dev.yaml " "$STUB_CALLS" \
+  || { echo "FINDING deploy-dryrun: --helm --env dev did not install with charts/aside/values-dev.yaml"; failures=$((failures + 1)); }
 # check_app REPO REVISION IMAGE-OVERRIDE|-: the Application/AppProject deploy.sh applied last.
 check_app() {
   "$REAL_PY" - "$STUB_STATE/application.yaml" "$STUB_STATE/appproject.yaml" "$@" <<'PY'
@@ -134,6 +141,9 @@ PY
 }
 REPO_URL=https://example.invalid/fork/aside.git REVISION=feature mode_run argocd --argocd
 check_app https://example.invalid/fork/aside.git feature "aside=aside:$TAG" || failures=$((failures + 1))
+REPO_URL=https://example.invalid/fork/aside.git mode_run argocd-env --argocd --env dev
+grep -qx '    path: overlays/dev' "$STUB_STATE/application.yaml" \
+  || { echo "FINDING deploy-dryrun: --argocd --env dev: the Application does not follow overlays/dev"; failures=$((failures + 1)); }
 BRANCH="$(git -C "$ROOT" rev-parse --abbrev-ref HEAD)"
 # The newcomer's command: no REPO_URL -> this clone's mirror, served over smart HTTP, named in the output.
 NAME="$(basename "$ROOT")"
@@ -191,5 +201,5 @@ if "$ROOT/scripts/deploy.sh" >"$SANDBOX/out-noengine.log" 2>&1 || ! grep -q "no 
 else
   echo "ok    no Docker engine -> $(cat "$SANDBOX/out-noengine.log")"
 fi
-echo "deploy-dryrun: 8 runs (default x2, helm, argocd with/without REPO_URL, local-git, existing-cluster, destroy) + idempotency + refusals against stub tools, $failures findings"
+echo "deploy-dryrun: 11 runs (default x2, helm, --env prod, --helm --env dev, argocd with/without REPO_URL and --env dev, local-git, existing-cluster, destroy) + idempotency + refusals against stub tools, $failures findings"
 [[ $failures -eq 0 ]]

@@ -161,7 +161,7 @@ plant_metrics_unset() { del_line k8s/aside-configmap.yaml '  METRICS_BIND_ADDR:'
 def test_tmp manifests 'uses /tmp/ on a read-only root filesystem with no volume mounted at /tmp' 'templates/tests/smoke.yaml: the /tmp emptyDir mount removed'
 plant_test_tmp() { sub charts/aside/templates/tests/smoke.yaml $'      volumeMounts:\n        - name: tmp\n          mountPath: /tmp\n' ''; }
 
-def postgres_cpu budget 'cpu requests 2.2 exceed' 'k8s/postgres-statefulset.yaml: Postgres CPU request 1500m'
+def postgres_cpu budget "cpu requests 2.25 exceed the node's 2" 'k8s/postgres-statefulset.yaml: Postgres CPU request 1500m'
 plant_postgres_cpu() { sub k8s/postgres-statefulset.yaml 'cpu: 250m' 'cpu: 1500m'; }
 
 def selfheal argocd "'selfheal' was unexpected" 'argocd/application.yaml: selfheal instead of selfHeal'
@@ -271,8 +271,57 @@ plant_argocd_placeholder() { sub scripts/deploy.sh 'if [[ "$MODE" == "local-git"
 def existing_k3d deploy-dryrun '--existing-cluster called k3d/docker or installed Argo CD' 'scripts/deploy.sh: --existing-cluster still creates/reuses a k3d cluster'
 plant_existing_k3d() { sub scripts/deploy.sh 'if ((EXISTING)); then cluster_existing; else cluster_up; fi' 'cluster_up'; }
 
+# The environments (docs/delivery.md "Environments"): a broken one fails validate.sh like k8s/ would.
+def env_hpa_bounds manifests 'minReplicas 5 > maxReplicas 4' 'overlays/prod: HPA minReplicas 5 above maxReplicas 4'
+plant_env_hpa_bounds() { sub overlays/prod/kustomization.yaml 'path: /spec/minReplicas, value: 3}' 'path: /spec/minReplicas, value: 5}'; }
+
+def env_budget budget "the node's 2" 'overlays/dev: API CPU request 600m (over the node with 2 + 1 surge pods)'
+plant_env_budget() { sub overlays/dev/kustomization.yaml $'            resources:\n              requests: {cpu: 50m,' $'            resources:\n              requests: {cpu: 600m,'; }
+
+def env_promote environments 'is not a tag overlays/dev has had' 'overlays/prod + values-prod.yaml: aside tag 9f8e7d6c5b4a, which dev never ran'
+plant_env_promote() {
+  sub overlays/prod/kustomization.yaml '- {name: aside, newTag: "0.1.0"}' '- {name: aside, newTag: "9f8e7d6c5b4a"}'
+  sub charts/aside/values-prod.yaml 'tag: "0.1.0"' 'tag: "9f8e7d6c5b4a"'
+}
+
+def env_config_roll environments 'without it a config change rolls no pod' 'overlays/prod + values-prod.yaml: TTL 600, checksum/config left as it was'
+plant_env_config_roll() {
+  sub overlays/prod/kustomization.yaml 'CACHE_TTL_SECONDS, value: "300"}' 'CACHE_TTL_SECONDS, value: "600"}'
+  sub charts/aside/values-prod.yaml 'cacheTtlSeconds: 300' 'cacheTtlSeconds: 600'
+}
+
 def scrape_metric realscrape 'metric aside_cache_error_total (used by an alert/dashboard or promised by the contract) is not in the scrape' 'ops/prometheus/alerts.yml: AsideCacheErrors on aside_cache_error_total (real scrape has no such metric)'
 plant_scrape_metric() { plant_alert_metric; }
+
+# supply-chain is scripts/supply-chain.sh's cargo deny gate (its own script in .ci/run, not a validate.sh check).
+# path_crate NAME LICENSE: a crate vendored into the copy as a path dependency of aside; cargo metadata --offline
+# takes it into the copy's Cargo.lock (the gate runs --locked).
+path_crate() {
+  mkdir -p "vendor/$1/src"
+  printf '[package]\nname = "%s"\nversion = "0.9.99"\nedition = "2021"\nlicense = "%s"\n' "$1" "$2" >"vendor/$1/Cargo.toml"
+  : >"vendor/$1/src/lib.rs"
+  sub Cargo.toml $'[dependencies]\n' "$(printf '[dependencies]\n%s = { path = "vendor/%s" }' "$1" "$1")"$'\n'
+  cargo metadata --offline --format-version 1 >/dev/null
+}
+
+def gpl_dep supply-chain 'rejected: license is not explicitly allowed' 'Cargo.toml: a vendored path dependency under GPL-3.0-only'
+plant_gpl_dep() { path_crate copyleft GPL-3.0-only; }
+
+def banned_tls supply-chain "crate 'openssl-sys = 0.9.99' is explicitly banned" 'Cargo.toml: a dependency on openssl-sys (a second TLS stack)'
+plant_banned_tls() { path_crate openssl-sys MIT; }
+
+# A RustSec-format database in the copy with one advisory against the subtle in Cargo.lock (the real database
+# cannot be fetched here); deny.toml's db-path points at it. The directory name is cargo-deny's for the default URL.
+def advisory supply-chain 'error[vulnerability]: Planted advisory against subtle' 'an advisory database (in deny.toml db-path) with RUSTSEC-2099-0001 against subtle'
+plant_advisory() {
+  local db=.advisory-dbs/advisory-db-3157b0e258782691
+  mkdir -p "$db/crates/subtle"
+  printf '```toml\n[advisory]\nid = "RUSTSEC-2099-0001"\npackage = "subtle"\ndate = "2099-01-01"\nurl = "https://example.invalid/planted"\n\n[versions]\npatched = [">= 99.0.0"]\n```\n\n# Planted advisory against subtle\n\nNot a real advisory.\n' >"$db/crates/subtle/RUSTSEC-2099-0001.md"
+  git -C "$db" init -q
+  git -C "$db" add -A
+  git -C "$db" -c user.name=planted -c user.email=planted@localhost commit -q -m planted
+  sub deny.toml $'[advisories]\n' "$(printf '[advisories]\ndb-path = "%s/.advisory-dbs"' "$PWD")"$'\n'
+}
 
 # ---------------------------------------------------------------- selection
 selected=()
@@ -306,12 +355,22 @@ git -C "$BASE" init -q
 git -C "$BASE" add -A
 git -C "$BASE" -c user.name=planted -c user.email=planted@localhost commit -q -m "copy of $ROOT"
 
+# run_checks DIR NAMES: runs these checks in the copy DIR. supply-chain is scripts/supply-chain.sh's gate (advisories
+# from a copy of the database only, never fetched), printing a PASS/FAIL line as validate.sh's summary does.
+run_checks() {
+  if [[ "$2" == supply-chain ]]; then
+    if ADVISORIES=local "$1/scripts/supply-chain.sh" --no-sbom; then echo "PASS supply-chain"; else echo "FAIL supply-chain"; return 1; fi
+  else
+    "$1/scripts/validate.sh" --only "$2"
+  fi
+}
+
 # baseline NAMES: the unplanted copy runs these checks (its own copy: validate.sh may leave transient files);
 # writes one "PASS|FAIL NAME" line per check to $WORK/baseline-<first name>.status.
 baseline() {
   local dir="$WORK/baseline-${1%%,*}"
   cp -a "$BASE" "$dir"
-  "$dir/scripts/validate.sh" --only "$1" >"$dir.log" 2>&1 || true
+  run_checks "$dir" "$1" >"$dir.log" 2>&1 || true
   awk '$1 == "PASS" || $1 == "FAIL" { print $1, $2 }' "$dir.log" >"$dir.status"
   rm -rf "$dir"
 }
@@ -326,7 +385,7 @@ run_case() {
     return 0
   fi
   git -C "$dir" -c user.name=planted -c user.email=planted@localhost commit -q -a -m "plant $id" >/dev/null 2>&1 || true
-  "$dir/scripts/validate.sh" --only "${CHECK[$id]}" >"$WORK/$id.out" 2>&1 || rc=$?
+  run_checks "$dir" "${CHECK[$id]}" >"$WORK/$id.out" 2>&1 || rc=$?
   if [[ $rc -eq 0 ]]; then
     verdict=missed evidence="${CHECK[$id]} passed with the defect planted"
   elif evidence="$(grep -F -m1 -- "${EXPECT[$id]}" "$WORK/$id.out")"; then
@@ -354,13 +413,14 @@ launch() {
 }
 
 start=$SECONDS
-static_checks="$(tr ',' '\n' <<<"$used_checks" | grep -vx realscrape | paste -sd, - || true)"
+static_checks="$(tr ',' '\n' <<<"$used_checks" | grep -vx -e realscrape -e supply-chain | paste -sd, - || true)"
 log "${#selected[@]} cases, $JOBS at a time, plus a baseline of the unplanted copy ($used_checks)"
 if [[ ",$used_checks," == *",realscrape,"* ]]; then
   baseline realscrape &
   for id in "${selected[@]}"; do [[ "${CHECK[$id]}" == realscrape ]] && { run_case "$id" & }; done
 fi
 [[ -n "$static_checks" ]] && launch baseline "$static_checks"
+[[ ",$used_checks," == *",supply-chain,"* ]] && launch baseline supply-chain
 for id in "${selected[@]}"; do
   [[ "${CHECK[$id]}" == realscrape ]] || launch run_case "$id"
 done
