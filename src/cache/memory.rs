@@ -10,7 +10,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::Token;
+use super::token::{Token, token_ttl};
 
 /// Past this many keys, expired ones are swept; if that is not enough, everything is dropped.
 const MAX_KEYS: usize = 200_000;
@@ -23,7 +23,7 @@ pub(super) struct MemoryStore {
 
 impl MemoryStore {
     pub(super) fn new(ttl: Duration) -> Self {
-        Self { ttl, token_ttl: super::redis::token_ttl(ttl), map: Mutex::default() }
+        Self { ttl, token_ttl: token_ttl(ttl), map: Mutex::default() }
     }
 
     fn live(map: &HashMap<String, (Bytes, Instant)>, key: &str, now: Instant) -> Option<Bytes> {

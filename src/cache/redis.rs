@@ -2,14 +2,15 @@
 //! the client knows it is disconnected, so a dead Redis costs a request milliseconds, not a hang
 //! (fred's defaults set no command timeout, and a client whose first connect failed hangs every later
 //! command). The pool reconnects on its own. The cache needs Redis 4.0 or later (`master_replid` in
-//! `INFO replication`, below): against an older server the store refuses every command, so the cache
-//! stays in BYPASS, and says why once.
+//! `INFO replication`, which `trust.rs` reads): against an older server the store refuses every
+//! command, so the cache stays in BYPASS, and says why once.
 //!
 //! A reconnect may lead to another server (a Sentinel failover, an address that moved), which can hold
 //! tokens and entries older than writes this or another process already acknowledged (DESIGN.md §2,
 //! "Failover"). So every token carries the namespace of the master term it was minted in (16 hex digits
 //! of the master's replication id), this process only trusts a lookup made on a connection it has
-//! verified (role master, that replication id), and tokens of any other term count as missing.
+//! verified (role master, that replication id), and tokens of any other term count as missing. That
+//! verification is `trust.rs`; this file holds the connection and the commands.
 
 use std::{
     sync::{
@@ -22,11 +23,13 @@ use std::{
 use bytes::Bytes;
 use fred::{
     prelude::*,
-    types::{CustomCommand, Expiration, Version, config::Options, scripts::Script},
+    types::{Expiration, Version, config::Options, scripts::Script},
 };
-use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use super::{CacheError, NS_LEN, Token, new_token};
+use super::{
+    token::{NS_LEN, Token, new_token, token_ttl},
+    trust::{Term, Trust, verifier},
+};
 
 /// Writes the entry only if the token is still the one the reader saw before its database read.
 const FILL_IF_TOKEN: &str = r"
@@ -52,60 +55,13 @@ const CLUSTER_NS: &[u8; NS_LEN] = b"c000000000000000";
 /// Tokens written by a write while this process has no verified term: any fresh value invalidates.
 const UNVERIFIED_NS: &[u8; NS_LEN] = b"u000000000000000";
 
-/// Tokens outlive entries a little; only memory depends on it, never correctness.
-pub(super) fn token_ttl(ttl: Duration) -> Duration {
-    ttl * 2 + Duration::from_secs(10)
-}
+/// Why a cache command did not complete (only Redis fails: the in-process store cannot).
+#[derive(Debug)]
+pub(super) struct CacheError(pub(super) String);
 
 impl From<fred::error::Error> for CacheError {
     fn from(e: fred::error::Error) -> Self {
         Self(e.to_string())
-    }
-}
-
-/// A master term this process verified: its namespace, and a number no other verification reuses.
-#[derive(Clone)]
-struct Term {
-    seq: u64,
-    ns: Bytes,
-}
-
-/// What this process trusts about the server its connection leads to.
-struct Trust {
-    /// None while unverified: lookups then fail (BYPASS) instead of trusting an unknown server.
-    term: RwLock<Option<Term>>,
-    /// fred's reconnect notifications the verifier has not taken yet. fred sends one before the new
-    /// connection carries any command, so a reply from an unverified connection always finds this
-    /// non-empty (or the term changed). None for a cluster.
-    reconnects: Option<Mutex<broadcast::Receiver<Server>>>,
-}
-
-impl Trust {
-    fn current(&self) -> Option<Term> {
-        self.term.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// True when a reply that arrived after `term` was read came from the connection that term
-    /// verified. Two uncontended locks: no round trip on the hit path.
-    fn still(&self, term: &Term) -> bool {
-        let Some(reconnects) = &self.reconnects else { return true };
-        let quiet = reconnects.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-        quiet && self.term.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|t| t.seq == term.seq)
-    }
-
-    fn set(&self, term: Option<Term>) {
-        *self.term.write().unwrap_or_else(|p| p.into_inner()) = term;
-    }
-
-    fn has_reconnects(&self) -> bool {
-        self.reconnects.as_ref().is_some_and(|r| !r.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
-    }
-
-    /// Takes every pending reconnect notification.
-    fn take_reconnects(&self) {
-        let Some(reconnects) = &self.reconnects else { return };
-        let mut rx = reconnects.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok(_) | Err(TryRecvError::Lagged(_)) = rx.try_recv() {}
     }
 }
 
@@ -358,84 +314,6 @@ async fn keep_routing(client: Client, trust: Weak<Trust>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             _ => return,
-        }
-    }
-}
-
-/// The master term of the server `client` is connected to: 16 hex digits of its replication id, which
-/// a promoted replica changes (and a replica shares with its master, so only a master is accepted).
-/// Outer error: no answer; inner error: an answer that cannot be trusted.
-async fn probe(client: &Client) -> Result<Result<Bytes, String>, CacheError> {
-    let opts = Options {
-        fail_fast: true,
-        timeout: Some(Duration::from_millis(500)),
-        max_attempts: Some(1),
-        ..Default::default()
-    };
-    let info: String = client
-        .with_options(&opts)
-        .custom(CustomCommand::new_static("INFO", fred::types::ClusterHash::FirstKey, false), vec!["replication"])
-        .await?;
-    let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-    if field("role:") != Some("master") {
-        return Ok(Err(format!("Redis answers as {}, not as a master", field("role:").unwrap_or("?"))));
-    }
-    Ok(match field("master_replid:") {
-        Some(id) if id.len() >= NS_LEN && id.is_ascii() => Ok(Bytes::copy_from_slice(&id.as_bytes()[..NS_LEN])),
-        _ => Err("INFO replication has no master_replid".into()),
-    })
-}
-
-/// Verifies each new connection before lookups trust it: withdraws trust, takes the reconnect
-/// notifications, asks the server for its term and trusts that. Also re-asks every second on a trusted
-/// connection, in case a server changed role without dropping it (Sentinel kills client connections
-/// when it reconfigures a server; this bounds the damage if something else does not).
-async fn verifier(trust: Weak<Trust>, client: Client, mut wake: broadcast::Receiver<Server>) {
-    let mut seq = 0;
-    let mut last_ns: Option<Bytes> = None;
-    loop {
-        let Some(t) = trust.upgrade() else { return };
-        match t.current() {
-            Some(term) if !t.has_reconnects() => match probe(&client).await {
-                // Same connection, another term (or no longer a master): stop trusting, verify again now.
-                Ok(Ok(ns)) if ns != term.ns => {
-                    t.set(None);
-                    continue;
-                }
-                Ok(Err(why)) => {
-                    tracing::warn!(why, "Redis no longer verified");
-                    t.set(None);
-                    continue;
-                }
-                // Unchanged, or no answer (fred reconnects and notifies; nothing to decide until then).
-                _ => {}
-            },
-            _ => {
-                // Withdraw trust first, then take the notifications: a lookup that read the old term fails
-                // its check whether it looks before or after this point.
-                t.set(None);
-                t.take_reconnects();
-                match probe(&client).await {
-                    Ok(Ok(ns)) => {
-                        if last_ns.as_ref().is_some_and(|l| *l != ns) {
-                            tracing::warn!(
-                                "Redis master term changed (failover?): entries cached before it are ignored"
-                            );
-                        }
-                        seq += 1;
-                        last_ns = Some(ns.clone());
-                        t.set(Some(Term { seq, ns }));
-                    }
-                    Ok(Err(why)) => tracing::debug!(why, "Redis not verified yet"),
-                    Err(e) => tracing::debug!(error = %e.0, "Redis not verified yet"),
-                }
-            }
-        }
-        let wait = if t.current().is_some() { Duration::from_secs(1) } else { Duration::from_millis(100) };
-        drop(t);
-        match tokio::time::timeout(wait, wake.recv()).await {
-            Err(_) | Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-            Ok(Err(broadcast::error::RecvError::Closed)) => return,
         }
     }
 }
