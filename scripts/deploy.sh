@@ -194,7 +194,8 @@ build_and_import() {
     return 0
   fi
   log "building aside:$TAG"
-  docker build -t "aside:$TAG" --build-arg VCS_REF="$(git -C "$ROOT" rev-parse HEAD)" "$ROOT"
+  docker build -t "aside:$TAG" --build-arg VCS_REF="$(git -C "$ROOT" rev-parse HEAD)" \
+    --build-arg CREATED="$(git -C "$ROOT" log -1 --format=%cI HEAD)" "$ROOT"
   log "importing aside:$TAG into k3d cluster $CLUSTER"
   k3d image import "aside:$TAG" -c "$CLUSTER"
 }
