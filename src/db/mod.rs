@@ -196,7 +196,7 @@ impl Store {
                 Engine::Direct { lanes: Lanes::new(&pool, signs.clone(), ACQUIRE_TIMEOUT), pool }
             }
         };
-        let sql = sql::Sql::new(if backend == DbBackend::Sqlite { DbBackend::Sqlite } else { DbBackend::Postgres });
+        let sql = sql::Sql::new(backend);
         Self { engine: Arc::new(engine), sql: Arc::new(sql), signs, metrics, inserts: None }
     }
 
