@@ -9,6 +9,10 @@
 //!   at start for ids 1..=`CEILING_KEYS`, default 10000, so the fill lands).
 //!   `PUT /data/{id}` (C_PUT) does what a write must: one `UPDATE … RETURNING` with the body's `value`,
 //!   then one pipelined round trip replacing the record's and the list's tokens and dropping the entry.
+//!   `POST /data` (C_POST, issue 19) does what a create must: one single-row `INSERT … RETURNING` of the
+//!   body's `key` and `value`, then one `SET` replacing the list's token (a new record changes lists
+//!   only); 201 with the row. aside groups concurrent POSTs into one statement (src/db/batch.rs); this
+//!   ceiling does not, so it is the cost of the plain way, which aside's grouping must at least match.
 //!
 //! Run: `DATABASE_URL=postgres://… REDIS_URL=redis://… CEILING=miss BIND_ADDR=127.0.0.1:8093 \
 //!       cargo run --release --example ceiling_db`
@@ -21,10 +25,12 @@ use fred::{
 use poem::http::StatusCode;
 use poem::listener::TcpListener;
 use poem::web::{Data, Json, Path};
-use poem::{EndpointExt, Response, Route, Server, get, handler};
+use poem::{EndpointExt, Response, Route, Server, get, handler, post};
 use sea_orm::sqlx::{self, PgPool, Row, postgres::PgPoolOptions};
 
 const SELECT: &str = "SELECT id, key, value, created_at, updated_at FROM records WHERE id = $1";
+const INSERT: &str = "INSERT INTO records (key, value, created_at, updated_at) VALUES ($1, $2, now(), now()) \
+     RETURNING id, key, value, created_at, updated_at";
 const UPDATE: &str =
     "UPDATE records SET value = $1, updated_at = now() WHERE id = $2 RETURNING id, key, value, created_at, updated_at";
 /// aside's fill script (src/cache/redis.rs).
@@ -137,6 +143,35 @@ async fn write(Path(id): Path<i64>, body: Json<Update>, state: Data<&std::sync::
     }
 }
 
+#[derive(serde::Deserialize)]
+struct Create {
+    key: String,
+    value: serde_json::Value,
+}
+
+#[handler]
+async fn create(body: Json<Create>, state: Data<&std::sync::Arc<State>>) -> Response {
+    let Create { key, value } = body.0;
+    let bytes = match sqlx::query(INSERT).bind(key).bind(value).fetch_one(&state.pg).await {
+        Ok(row) => match record(&row) {
+            Ok(b) => b,
+            Err(e) => return failed(e),
+        },
+        Err(e) => return failed(e),
+    };
+    if let Some(redis) = &state.redis {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let set: Result<(), Error> =
+            redis.set("ceiling:{list}:tok", token.as_str(), Some(Expiration::EX(7210)), None, false).await;
+        if let Err(e) = set {
+            return failed(e);
+        }
+    }
+    let mut created = json(bytes);
+    created.set_status(StatusCode::CREATED);
+    created
+}
+
 /// The allocator aside runs with (src/main.rs), so the ratio to aside measures code, not allocators.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -168,7 +203,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let state = std::sync::Arc::new(State { pg, redis, fill: Script::from_lua(FILL_IF_TOKEN) });
     println!("ceiling_db ({mode}) listening on {addr}");
-    let app = Route::new().at("/data/:id", get(read).put(write)).data(state);
+    let app = Route::new().at("/data", post(create)).at("/data/:id", get(read).put(write)).data(state);
     Server::new(TcpListener::bind(addr)).run(app).await?;
     Ok(())
 }

@@ -15,6 +15,7 @@
 #   C_DB    ceiling: poem + sqlx, one prepared SELECT by primary key   (examples/ceiling_db.rs, CEILING=db)
 #   C_MISS  ceiling: poem + fred + sqlx, MGET + SELECT + EVALSHA fill  (examples/ceiling_db.rs, CEILING=miss)
 #   C_PUT   ceiling: the same binary's PUT: UPDATE ... RETURNING + one pipelined invalidation
+#   C_POST  ceiling: the same binary's POST: one single-row INSERT ... RETURNING + one SET of the list token
 #   S1 GET /data/{id}, 100-id hot set      S2 GET /data/{id} uniform after one cold pass
 #   S3 list pages of 50                    S4 POST /data, unique keys
 #   S5 95 % GET / 5 % PUT on the hot set   S6 = S1 with CACHE_ENABLED=false
@@ -26,7 +27,7 @@
 #
 # Knobs (env): DURATION=10 WARMUP=2 ROUNDS=3 CONNS=64 SEED=10000 HOT=100 CURVE="1 8 64 256"
 #   CURVE_DURATION=5 STARTS=5 MISS_IDS=150000
-#   SCENARIOS="C_POEM C_FRED C_PG C_DB C_MISS C_PUT S1 S2 S3 S4 S5 S6 S7 S8"
+#   SCENARIOS="C_POEM C_FRED C_PG C_DB C_MISS C_PUT C_POST S1 S2 S3 S4 S5 S6 S7 S8"
 #   BENCH_TTL=3600 (CACHE_TTL_SECONDS of the benchmarked service, so S2's cold pass stays warm)
 #   BENCH_RUST_LOG=info (the service's default log level; logs go to /dev/null)
 #   OUT_MD=docs/benchmarks.md OUT_PLOT=docs/benchmarks-latency.svg (WRITE_DOCS=0: leave docs alone)
@@ -168,6 +169,7 @@ measure() {
     S6) port=$P_NOCACHE pid=$PID_NOCACHE script=hot ;;
     C_DB) port=$P_CDB pid=$PID_CDB script=hot ;;
     C_MISS) port=$P_CMISS pid=$PID_CMISS script=hot ;;
+    C_POST) port=$P_CMISS pid=$PID_CMISS script=post ;;
     C_PUT | S7)
       port=$P_ASIDE pid=$PID_ASIDE script=seq
       [[ "$sc" == C_PUT ]] && port=$P_CMISS pid=$PID_CMISS

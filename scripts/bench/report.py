@@ -14,6 +14,7 @@ NAMES = {
     "C_DB": "ceiling: poem + sqlx, one prepared SELECT by primary key",
     "C_MISS": "ceiling: poem + fred + sqlx, MGET + SELECT + EVALSHA fill",
     "C_PUT": "ceiling: poem + sqlx + fred, UPDATE … RETURNING + one pipelined invalidation",
+    "C_POST": "ceiling: poem + sqlx + fred, single-row INSERT … RETURNING + list-token SET",
     "S1": "GET /data/{id}, 100-id hot set",
     "S2": "GET /data/{id}, uniform over all ids (warm)",
     "S3": "GET /data list pages of 50",
@@ -23,7 +24,7 @@ NAMES = {
     "S7": "PUT /data/{id}, uniform over all ids",
     "S8": "GET /data/{id}, every one a miss (entries just invalidated)",
 }
-ORDER = ["C_POEM", "C_FRED", "C_PG", "C_DB", "C_MISS", "C_PUT", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"]
+ORDER = ["C_POEM", "C_FRED", "C_PG", "C_DB", "C_MISS", "C_PUT", "C_POST", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"]
 
 
 def med(xs):
@@ -164,6 +165,26 @@ def main():
     miss_cpu, miss_cpu_all = per_round_ratio("S8", "C_MISS", "cpu_us_per_req")
     put_cpu, put_cpu_all = per_round_ratio("S7", "C_PUT", "cpu_us_per_req")
     s8_hit = med([r["hit_ratio"] for r in by.get("S8", [])])
+
+    post_cpu, post_cpu_all = per_round_ratio("S4", "C_POST", "cpu_us_per_req")
+    post_machine, post_machine_all = per_round_ratio("S4", "C_POST", "machine_us_per_req")
+
+    p("## Targets (issue 19: the miss and write path at their ceilings)")
+    p()
+    p("| target | measured | verdict |")
+    p("|---|---|---|")
+    if s1_fred is not None:
+        p(f"| S1 req/s ≥ 0.90 × C_FRED | {s1_fred:.3f} × (rounds: {rl(s1_fred_all)}) | {verdict(s1_fred >= 0.90)} |")
+    if s5_s1 is not None:
+        p(f"| S5 req/s ≥ 0.80 × S1 | {s5_s1:.3f} × (rounds: {rl(s5_s1_all)}) | {verdict(s5_s1 >= 0.80)} |")
+    if miss_cpu is not None:
+        p(f"| server CPU per miss (S8) ≤ 1.05 × C_MISS's | {miss_cpu:.3f} × (rounds: {rl(miss_cpu_all)}) | {verdict(miss_cpu <= 1.05)} |")
+    if put_cpu is not None:
+        p(f"| server CPU per PUT (S7) ≤ 1.10 × C_PUT's | {put_cpu:.3f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 1.10)} |")
+    if post_cpu is not None:
+        extra = "" if post_machine is None else f"; machine CPU {post_machine:.3f} × (rounds: {rl(post_machine_all)})"
+        p(f"| server CPU per POST (S4) ≤ 1.10 × C_POST's | {post_cpu:.3f} × (rounds: {rl(post_cpu_all)}{extra}) | {verdict(post_cpu <= 1.10)} |")
+    p()
 
     p("## Targets (issue 10: the miss and write paths)")
     p()
