@@ -169,36 +169,33 @@ def main():
     post_cpu, post_cpu_all = per_round_ratio("S4", "C_POST", "cpu_us_per_req")
     post_machine, post_machine_all = per_round_ratio("S4", "C_POST", "machine_us_per_req")
 
+    def ratio_row(label, ratio, rounds_all, ok, extra=""):
+        """One target row of a per-round ratio; nothing when the run did not measure both sides."""
+        if ratio is not None:
+            p(f"| {label} | {ratio:.3f} × (rounds: {rl(rounds_all)}{extra}) | {verdict(ok(ratio))} |")
+
     p("## Targets (issue 19: the miss and write path at their ceilings)")
     p()
     p("| target | measured | verdict |")
     p("|---|---|---|")
-    if s1_fred is not None:
-        p(f"| S1 req/s ≥ 0.90 × C_FRED | {s1_fred:.3f} × (rounds: {rl(s1_fred_all)}) | {verdict(s1_fred >= 0.90)} |")
-    if s5_s1 is not None:
-        p(f"| S5 req/s ≥ 0.80 × S1 | {s5_s1:.3f} × (rounds: {rl(s5_s1_all)}) | {verdict(s5_s1 >= 0.80)} |")
-    if miss_cpu is not None:
-        p(f"| server CPU per miss (S8) ≤ 1.05 × C_MISS's | {miss_cpu:.3f} × (rounds: {rl(miss_cpu_all)}) | {verdict(miss_cpu <= 1.05)} |")
-    if put_cpu is not None:
-        p(f"| server CPU per PUT (S7) ≤ 1.10 × C_PUT's | {put_cpu:.3f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 1.10)} |")
-    if post_cpu is not None:
-        extra = "" if post_machine is None else f"; machine CPU {post_machine:.3f} × (rounds: {rl(post_machine_all)})"
-        p(f"| server CPU per POST (S4) ≤ 1.10 × C_POST's | {post_cpu:.3f} × (rounds: {rl(post_cpu_all)}{extra}) | {verdict(post_cpu <= 1.10)} |")
+    ratio_row("S1 req/s ≥ 0.90 × C_FRED", s1_fred, s1_fred_all, lambda r: r >= 0.90)
+    ratio_row("S5 req/s ≥ 0.80 × S1", s5_s1, s5_s1_all, lambda r: r >= 0.80)
+    ratio_row("server CPU per miss (S8) ≤ 1.05 × C_MISS's", miss_cpu, miss_cpu_all, lambda r: r <= 1.05)
+    ratio_row("server CPU per PUT (S7) ≤ 1.10 × C_PUT's", put_cpu, put_cpu_all, lambda r: r <= 1.10)
+    machine = "" if post_machine is None else f"; machine CPU {post_machine:.3f} × (rounds: {rl(post_machine_all)})"
+    ratio_row("server CPU per POST (S4) ≤ 1.10 × C_POST's", post_cpu, post_cpu_all, lambda r: r <= 1.10, machine)
     p()
 
     p("## Targets (issue 10: the miss and write paths)")
     p()
     p("| target | measured | verdict |")
     p("|---|---|---|")
-    if s5_s1 is not None:
-        p(f"| S5 req/s ≥ 0.70 × S1 | {s5_s1:.3f} × (rounds: {rl(s5_s1_all)}) | {verdict(s5_s1 >= 0.70)} |")
-    if s6_db is not None:
-        p(f"| S6 req/s ≥ 0.8 × database-read ceiling (C_DB) | {s6_db:.3f} × (rounds: {rl(s6_db_all)}) | {verdict(s6_db >= 0.8)} |")
+    ratio_row("S5 req/s ≥ 0.70 × S1", s5_s1, s5_s1_all, lambda r: r >= 0.70)
+    ratio_row("S6 req/s ≥ 0.8 × database-read ceiling (C_DB)", s6_db, s6_db_all, lambda r: r >= 0.8)
     if miss_cpu is not None:
         p(f"| server CPU per miss (S8) ≤ 2 × miss ceiling's (C_MISS) | {miss_cpu:.3f} × (rounds: {rl(miss_cpu_all)}; "
           f"S8 hit ratio {fmt(None if s8_hit is None else s8_hit * 100)} %) | {verdict(miss_cpu <= 2)} |")
-    if put_cpu is not None:
-        p(f"| server CPU per PUT (S7) ≤ 2 × write ceiling's (C_PUT) | {put_cpu:.3f} × (rounds: {rl(put_cpu_all)}) | {verdict(put_cpu <= 2)} |")
+    ratio_row("server CPU per PUT (S7) ≤ 2 × write ceiling's (C_PUT)", put_cpu, put_cpu_all, lambda r: r <= 2)
     p("| S1 vs poem+fred, RSS, non-2xx | see the issue 4 table below | – |")
     p()
     m1, m5 = cpu("S1", "machine_us_per_req"), cpu("S5", "machine_us_per_req")
@@ -221,16 +218,12 @@ def main():
     p()
     p("| target | measured | verdict |")
     p("|---|---|---|")
-    if s1_fred is not None:
-        p(f"| S1 req/s ≥ 0.9 × poem+fred ceiling | {s1_fred:.3f} × (rounds: {rl(s1_fred_all)}) | {verdict(s1_fred >= 0.9)} |")
-    if p99_ratio is not None:
-        p(f"| S1 p99 ≤ 1.2 × poem+fred ceiling's p99 | {p99_ratio:.3f} × (rounds: {rl(p99_all)}) | {verdict(p99_ratio <= 1.2)} |")
+    ratio_row("S1 req/s ≥ 0.9 × poem+fred ceiling", s1_fred, s1_fred_all, lambda r: r >= 0.9)
+    ratio_row("S1 p99 ≤ 1.2 × poem+fred ceiling's p99", p99_ratio, p99_all, lambda r: r <= 1.2)
     if s1_cpu is not None:
         p(f"| S1 server CPU ≤ 30 µs/request | {s1_cpu:.1f} µs | {verdict(s1_cpu <= 30)} |")
-    if s1_s6 is not None:
-        p(f"| S1/S6 speed-up (what the cache buys) ≥ 5× | {s1_s6:.3f} × (rounds: {rl(s1_s6_all)}) | {verdict(s1_s6 >= 5)} |")
-    if s4_pg is not None:
-        p(f"| S4 POST ≥ 0.8 × pgbench insert ceiling | {s4_pg:.3f} × (rounds: {rl(s4_pg_all)}) | {verdict(s4_pg >= 0.8)} |")
+    ratio_row("S1/S6 speed-up (what the cache buys) ≥ 5×", s1_s6, s1_s6_all, lambda r: r >= 5)
+    ratio_row("S4 POST ≥ 0.8 × pgbench insert ceiling", s4_pg, s4_pg_all, lambda r: r >= 0.8)
     p(f"| no non-2xx (or socket error) anywhere | {bad} | {verdict(bad == 0)} |")
     p(f"| RSS ≤ 40 MB under load ({a.conns} connections, every scenario) | peak {rss:.1f} MB | {verdict(rss <= 40)} |")
     if rss_curve:
