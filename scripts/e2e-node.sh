@@ -59,6 +59,9 @@ settled() {
 pg() { k exec aside-postgres-0 -c postgres -- psql -h /var/run/postgresql -U aside -d aside -Atqc "$1"; }
 # api_pods: the API pods that are not terminating.
 api_pods() { k get pods -l app.kubernetes.io/name=aside -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}' | awk 'NF == 1 { print $1 }'; }
+# any_api_pods: every API pod that still exists, terminating ones included (they drain on kept-alive
+# connections after they leave the Service).
+any_api_pods() { k get pods -l app.kubernetes.io/name=aside -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
 # container_pid POD CONTAINER: the container's main process on this machine, from containerd.
 container_pid() {
   local id
@@ -410,7 +413,9 @@ k patch secret aside --type merge -p "{\"stringData\": {\"DATABASE_URL\": \"$new
 old_pods="$(api_pods | sort | tr '\n' ' ')"
 k rollout restart deployment/aside >/dev/null
 t_roll="$(now)"
-rotated() { settled && [[ -z "$(comm -12 <(api_pods | sort) <(tr ' ' '\n' <<<"$old_pods" | sort))" ]]; }
+# Rolled = the old pods are gone, not merely terminating: while one drains it still answers on kept-alive
+# connections, and a statement there that needs a new connection still uses the old password (a 503).
+rotated() { settled && [[ -z "$(comm -12 <(any_api_pods | sort) <(tr ' ' '\n' <<<"$old_pods" | sort))" ]]; }
 wait_until 180 rotated && rot_s="$WAITED" || rot_s=timeout
 t_done="$(now)"
 sleep 5
