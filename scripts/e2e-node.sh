@@ -57,11 +57,13 @@ settled() {
   available "$n" && [[ "$(api_pods | wc -l)" == "$n" ]]
 }
 pg() { k exec aside-postgres-0 -c postgres -- psql -h /var/run/postgresql -U aside -d aside -Atqc "$1"; }
+# api_pods_listed: "NAME [DELETION-TIMESTAMP]" per API pod that still exists.
+api_pods_listed() { k get pods -l app.kubernetes.io/name=aside -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}'; }
 # api_pods: the API pods that are not terminating.
-api_pods() { k get pods -l app.kubernetes.io/name=aside -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}' | awk 'NF == 1 { print $1 }'; }
+api_pods() { api_pods_listed | awk 'NF == 1 { print $1 }'; }
 # any_api_pods: every API pod that still exists, terminating ones included (they drain on kept-alive
 # connections after they leave the Service).
-any_api_pods() { k get pods -l app.kubernetes.io/name=aside -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+any_api_pods() { api_pods_listed | awk '{ print $1 }'; }
 # container_pid POD CONTAINER: the container's main process on this machine, from containerd.
 container_pid() {
   local id
